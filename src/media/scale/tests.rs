@@ -1,0 +1,165 @@
+//! Each specialised path against the general one, and SIMD against scalar.
+
+use super::*;
+use crate::media::frame::{PlaneMut, PlaneRef};
+
+/// A plane with smooth gradients plus a little noise, like camera content.
+fn camera_like(width: usize, height: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    let mut out = Vec::with_capacity(width * height);
+    for y in 0..height {
+        for x in 0..width {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let base = ((x * 200 / width) + (y * 50 / height)) as i32;
+            let noise = (state % 9) as i32 - 4;
+            out.push((base + noise).clamp(0, 255) as u8);
+        }
+    }
+    out
+}
+
+fn scale_with(scaler: &mut Scaler, src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize, filter: Filter) -> (Vec<u8>, ScalePath) {
+    let src = PlaneRef::new(src, sw, sh, sw).unwrap();
+    let mut out = vec![0u8; dw * dh];
+    let mut dst = PlaneMut::new(&mut out, dw, dh, dw).unwrap();
+    let path = scaler.scale(&src, &mut dst, filter).unwrap();
+    (out, path)
+}
+
+fn diff_stats(a: &[u8], b: &[u8]) -> (f64, u8) {
+    let mut sum = 0u64;
+    let mut max = 0u8;
+    for (&x, &y) in a.iter().zip(b) {
+        let d = x.abs_diff(y);
+        sum += d as u64;
+        max = max.max(d);
+    }
+    (sum as f64 / a.len() as f64, max)
+}
+
+#[test]
+fn down2_is_the_box_filter_of_the_general_path() {
+    let src = camera_like(1280, 720, 1);
+    let (fast, path) = scale_with(&mut Scaler::new(), &src, 1280, 720, 640, 360, Filter::Bilinear);
+    assert_eq!(path, ScalePath::Down2);
+    let (reference, path) = scale_with(&mut Scaler::reference(), &src, 1280, 720, 640, 360, Filter::Box);
+    assert_eq!(path, ScalePath::Fir);
+    let (mean, max) = diff_stats(&fast, &reference);
+    assert!(max <= 1 && mean < 0.5, "mean {mean} max {max}");
+}
+
+#[test]
+fn down4_is_the_box_filter_of_the_general_path() {
+    let src = camera_like(1280, 720, 2);
+    let (fast, path) = scale_with(&mut Scaler::new(), &src, 1280, 720, 320, 180, Filter::Box);
+    assert_eq!(path, ScalePath::Down4);
+    let (reference, _) = scale_with(&mut Scaler::reference(), &src, 1280, 720, 320, 180, Filter::Box);
+    let (mean, max) = diff_stats(&fast, &reference);
+    assert!(max <= 1 && mean < 0.5, "mean {mean} max {max}");
+}
+
+#[test]
+fn area_matches_the_general_box_filter() {
+    let src = camera_like(1280, 720, 3);
+    for (dw, dh) in [(426, 240), (428, 240), (256, 144), (300, 170)] {
+        let (fast, path) = scale_with(&mut Scaler::new(), &src, 1280, 720, dw, dh, Filter::Bilinear);
+        assert_eq!(path, ScalePath::Area, "{dw}x{dh}");
+        let (reference, _) = scale_with(&mut Scaler::reference(), &src, 1280, 720, dw, dh, Filter::Box);
+        let (mean, max) = diff_stats(&fast, &reference);
+        // fast_image_resize's box samples whole pixels where ours weighs
+        // partial coverage: close, not identical.
+        assert!(max <= 4 && mean < 1.0, "{dw}x{dh}: mean {mean} max {max}");
+    }
+}
+
+#[test]
+fn simd_rows_equal_scalar_rows_at_every_width() {
+    for width in [2usize, 30, 32, 33, 64, 95, 640, 642] {
+        let src = camera_like(width * 4, 4, width as u32);
+        let rows: Vec<&[u8]> = src.chunks_exact(width * 4).collect();
+
+        let mut fast = vec![0u8; width * 2];
+        let mut dst = PlaneMut::new(&mut fast, width * 2, 1, width * 2).unwrap();
+        boxdown::down2(&PlaneRef::new(&src[..width * 4 * 2], width * 4, 2, width * 4).unwrap(), &mut dst);
+        let mut slow = vec![0u8; width * 2];
+        boxdown::down2_row_scalar(rows[0], rows[1], &mut slow);
+        assert_eq!(fast, slow, "down2 width {width}");
+
+        let mut fast = vec![0u8; width];
+        let mut dst = PlaneMut::new(&mut fast, width, 1, width).unwrap();
+        boxdown::down4(&PlaneRef::new(&src, width * 4, 4, width * 4).unwrap(), &mut dst);
+        let mut slow = vec![0u8; width];
+        boxdown::down4_row_scalar([rows[0], rows[1], rows[2], rows[3]], &mut slow);
+        assert_eq!(fast, slow, "down4 width {width}");
+
+        let weights = [5000u16, 6000, 5384];
+        let mut fast = vec![0u8; width * 4];
+        area_vertical_dispatch(&rows[..3], &weights, &mut fast);
+        let mut slow = vec![0u8; width * 4];
+        area::vertical_generic(&rows[..3], &weights, &mut slow);
+        assert_eq!(fast, slow, "vertical width {width}");
+    }
+}
+
+fn area_vertical_dispatch(rows: &[&[u8]], weights: &[u16], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::vertical_avx2(rows, weights, out) {
+        return;
+    }
+    area::vertical_generic(rows, weights, out);
+}
+
+#[test]
+fn flat_planes_stay_flat_on_every_path() {
+    let src = vec![77u8; 1280 * 720];
+    let mut scaler = Scaler::new();
+    for (dw, dh, filter) in [
+        (1280, 720, Filter::Bilinear),
+        (640, 360, Filter::Bilinear),
+        (320, 180, Filter::Bilinear),
+        (426, 240, Filter::Bilinear),
+        (1000, 600, Filter::Bilinear),
+        (1920, 1080, Filter::Lanczos3),
+        (100, 50, Filter::Nearest),
+    ] {
+        let (out, path) = scale_with(&mut scaler, &src, 1280, 720, dw, dh, filter);
+        assert!(out.iter().all(|&p| p == 77), "{dw}x{dh} {filter} via {path:?}");
+    }
+}
+
+#[test]
+fn scales_from_and_into_strided_sub_rectangles() {
+    // Source: the middle of a wider, padded plane; destination: a rectangle
+    // of a canvas. Samples outside the destination must stay untouched.
+    let (pw, ph) = (80usize, 40usize);
+    let mut padded = vec![0u8; pw * ph];
+    for y in 10..30 {
+        for x in 20..60 {
+            padded[y * pw + x] = 200;
+        }
+    }
+    let src = PlaneRef::new(&padded, pw, ph, pw).unwrap().crop(20, 10, 40, 20).unwrap();
+    let mut canvas = vec![9u8; 100 * 100];
+    for filter in Filter::ALL {
+        let mut plane = PlaneMut::new(&mut canvas, 100, 100, 100).unwrap();
+        let mut tile = plane.crop_mut(10, 10, 20, 10).unwrap();
+        Scaler::new().scale(&src, &mut tile, filter).unwrap();
+        for y in 0..100 {
+            for x in 0..100 {
+                let inside = (10..30).contains(&x) && (10..20).contains(&y);
+                let v = canvas[y * 100 + x];
+                assert_eq!(v == 200, inside, "{filter} at ({x},{y}) = {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn filters_parse_by_name() {
+    for f in Filter::ALL {
+        assert_eq!(f.to_string().parse::<Filter>().unwrap(), f);
+    }
+    assert!("bicubic".parse::<Filter>().is_err());
+}
