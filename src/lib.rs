@@ -5,5 +5,5 @@
 
 #![warn(missing_docs)]
 
-pub mod media;
 pub mod layout;
+pub mod media;

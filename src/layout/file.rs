@@ -183,10 +183,7 @@ struct RawGrid {
 
 /// Reads and validates one file.
 pub(super) fn load(path: PathBuf) -> Result<Layout, LayoutError> {
-    let text = std::fs::read_to_string(&path).map_err(|source| LayoutError::Read {
-        file: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LayoutError::Read { file: path.clone(), source })?;
     parse(&text, path)
 }
 
@@ -198,10 +195,7 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, Arc<Layout>>, Vec<LayoutError>)
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(source) => {
-            errors.push(LayoutError::Read {
-                file: dir.to_path_buf(),
-                source,
-            });
+            errors.push(LayoutError::Read { file: dir.to_path_buf(), source });
             return (layouts, errors);
         }
     };
@@ -230,10 +224,8 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, Arc<Layout>>, Vec<LayoutError>)
 
 /// Parses and validates layout text.
 pub(super) fn parse(text: &str, file: PathBuf) -> Result<Layout, LayoutError> {
-    let raw: RawLayout = toml::from_str(text).map_err(|e| LayoutError::Syntax {
-        file: file.clone(),
-        message: syntax_message(text, &e),
-    })?;
+    let raw: RawLayout = toml::from_str(text)
+        .map_err(|e| LayoutError::Syntax { file: file.clone(), message: syntax_message(text, &e) })?;
     Validator { file: &file }.layout(raw)
 }
 
@@ -255,22 +247,18 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn layout_err(&self, message: impl Into<String>) -> LayoutError {
-        LayoutError::Layout {
-            file: self.file.to_path_buf(),
-            message: message.into(),
-        }
+        LayoutError::Layout { file: self.file.to_path_buf(), message: message.into() }
     }
 
     fn layout(&self, raw: RawLayout) -> Result<Layout, LayoutError> {
         let name = match raw.name {
             Some(name) => name,
-            None => self
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            None => self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         };
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(self.layout_err(format!("name `{name}` must be 1-64 characters of A-Z, a-z, 0-9, - and _")));
         }
         let canvas = self.canvas(&raw.canvas)?;
@@ -304,9 +292,7 @@ impl Validator<'_> {
     fn canvas(&self, raw: &RawCanvas) -> Result<Canvas, LayoutError> {
         for (what, v) in [("width", raw.width), ("height", raw.height)] {
             if v < 16 || v > MAX_CANVAS as i64 || v % 2 != 0 {
-                return Err(self.layout_err(format!(
-                    "canvas {what} {v} must be even and between 16 and {MAX_CANVAS}"
-                )));
+                return Err(self.layout_err(format!("canvas {what} {v} must be even and between 16 and {MAX_CANVAS}")));
             }
         }
         if raw.fps < 1 || raw.fps > MAX_FPS as i64 {
@@ -324,10 +310,7 @@ impl Validator<'_> {
         if !(0..=64).contains(&raw.width) {
             return Err(format!("border width {} must be between 0 and 64 pixels", raw.width));
         }
-        Ok(Border {
-            width: raw.width as u32,
-            color: raw.color,
-        })
+        Ok(Border { width: raw.width as u32, color: raw.color })
     }
 
     fn placeholder(&self, raw: Option<&RawPlaceholder>) -> Result<Placeholder, LayoutError> {
@@ -339,13 +322,23 @@ impl Validator<'_> {
                     Some(dir) if rel.is_relative() => dir.join(rel),
                     _ => rel.clone(),
                 };
-                Some(load_image(&path).map_err(|m| self.layout_err(format!("placeholder image {}: {m}", path.display())))?)
+                Some(
+                    load_image(&path)
+                        .map_err(|m| self.layout_err(format!("placeholder image {}: {m}", path.display())))?,
+                )
             }
         };
         Ok(Placeholder { color, image })
     }
 
-    fn variant(&self, number: usize, raw: &RawVariant, canvas: &Canvas, fit: Fit, border: Border) -> Result<Variant, LayoutError> {
+    fn variant(
+        &self,
+        number: usize,
+        raw: &RawVariant,
+        canvas: &Canvas,
+        fit: Fit,
+        border: Border,
+    ) -> Result<Variant, LayoutError> {
         let range = match &raw.participants {
             RawCount::One(n) => n.to_string(),
             RawCount::Range(s) => s.clone(),
@@ -469,10 +462,7 @@ fn check_cell(cell: &Cell, canvas: &Canvas) -> Result<(), String> {
     }
     let rect: Rect = cell.rect(canvas.width, canvas.height);
     if rect.w < 2 || rect.h < 2 {
-        return Err(format!(
-            "is only {}x{} pixels on the {}x{} canvas",
-            rect.w, rect.h, canvas.width, canvas.height
-        ));
+        return Err(format!("is only {}x{} pixels on the {}x{} canvas", rect.w, rect.h, canvas.width, canvas.height));
     }
     Ok(())
 }

@@ -28,12 +28,7 @@ impl Rect {
         let x1 = snap((x + w) * width as f64, width);
         let y0 = snap(y * height as f64, height);
         let y1 = snap((y + h) * height as f64, height);
-        Rect {
-            x: x0,
-            y: y0,
-            w: x1.saturating_sub(x0),
-            h: y1.saturating_sub(y0),
-        }
+        Rect { x: x0, y: y0, w: x1.saturating_sub(x0), h: y1.saturating_sub(y0) }
     }
 
     /// Whether the rectangle has no pixels.
@@ -65,48 +60,18 @@ impl Rect {
     pub fn inset(&self, by: u32) -> Rect {
         let by = by & !1;
         if 2 * by >= self.w || 2 * by >= self.h {
-            return Rect {
-                x: self.x + self.w / 2 & !1,
-                y: self.y + self.h / 2 & !1,
-                w: 0,
-                h: 0,
-            };
+            return Rect { x: (self.x + self.w / 2) & !1, y: (self.y + self.h / 2) & !1, w: 0, h: 0 };
         }
-        Rect {
-            x: self.x + by,
-            y: self.y + by,
-            w: self.w - 2 * by,
-            h: self.h - 2 * by,
-        }
+        Rect { x: self.x + by, y: self.y + by, w: self.w - 2 * by, h: self.h - 2 * by }
     }
 
     /// The parts of `self` not covered by `inner` (which lies inside it):
     /// up to four bands, top, bottom, left, right.
     pub fn minus(&self, inner: &Rect) -> impl Iterator<Item = Rect> {
-        let top = Rect {
-            x: self.x,
-            y: self.y,
-            w: self.w,
-            h: inner.y.saturating_sub(self.y),
-        };
-        let bottom = Rect {
-            x: self.x,
-            y: inner.bottom(),
-            w: self.w,
-            h: self.bottom().saturating_sub(inner.bottom()),
-        };
-        let left = Rect {
-            x: self.x,
-            y: inner.y,
-            w: inner.x.saturating_sub(self.x),
-            h: inner.h,
-        };
-        let right = Rect {
-            x: inner.right(),
-            y: inner.y,
-            w: self.right().saturating_sub(inner.right()),
-            h: inner.h,
-        };
+        let top = Rect { x: self.x, y: self.y, w: self.w, h: inner.y.saturating_sub(self.y) };
+        let bottom = Rect { x: self.x, y: inner.bottom(), w: self.w, h: self.bottom().saturating_sub(inner.bottom()) };
+        let left = Rect { x: self.x, y: inner.y, w: inner.x.saturating_sub(self.x), h: inner.h };
+        let right = Rect { x: inner.right(), y: inner.y, w: self.right().saturating_sub(inner.right()), h: inner.h };
         [top, bottom, left, right].into_iter().filter(|r| !r.is_empty())
     }
 }
@@ -117,12 +82,7 @@ impl Rect {
 /// `contain` keeps the whole picture and centres it (the rest of the cell
 /// is background); `cover` fills the cell and crops the picture's centre.
 pub fn fit_rect(cell: Rect, src_w: u32, src_h: u32, contain: bool) -> (Rect, Rect) {
-    let full = Rect {
-        x: 0,
-        y: 0,
-        w: src_w & !1,
-        h: src_h & !1,
-    };
+    let full = Rect { x: 0, y: 0, w: src_w & !1, h: src_h & !1 };
     if cell.is_empty() || full.is_empty() {
         return (Rect { w: 0, h: 0, ..cell }, full);
     }
@@ -132,8 +92,8 @@ pub fn fit_rect(cell: Rect, src_w: u32, src_h: u32, contain: bool) -> (Rect, Rec
         let scale = (cw / sw).min(ch / sh);
         let w = snap(sw * scale, cell.w).max(2);
         let h = snap(sh * scale, cell.h).max(2);
-        let x = cell.x + ((cell.w - w) / 2 & !1);
-        let y = cell.y + ((cell.h - h) / 2 & !1);
+        let x = cell.x + (((cell.w - w) / 2) & !1);
+        let y = cell.y + (((cell.h - h) / 2) & !1);
         (Rect { x, y, w, h }, full)
     } else {
         let cell_aspect = cw / ch;
@@ -142,12 +102,7 @@ pub fn fit_rect(cell: Rect, src_w: u32, src_h: u32, contain: bool) -> (Rect, Rec
         } else {
             (full.w, snap(sw / cell_aspect, full.h).max(2))
         };
-        let crop = Rect {
-            x: (full.w - w) / 2 & !1,
-            y: (full.h - h) / 2 & !1,
-            w,
-            h,
-        };
+        let crop = Rect { x: ((full.w - w) / 2) & !1, y: ((full.h - h) / 2) & !1, w, h };
         (cell, crop)
     }
 }

@@ -51,11 +51,7 @@ impl Rgb {
         let y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
         let u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0;
         let v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0;
-        Yuv {
-            y: clamp_u8(y),
-            u: clamp_u8(u),
-            v: clamp_u8(v),
-        }
+        Yuv { y: clamp_u8(y), u: clamp_u8(u), v: clamp_u8(v) }
     }
 
     /// Euclidean distance in RGB space, used by tests and probes that ask
@@ -74,11 +70,7 @@ impl Yuv {
         let y = (self.y as f32 - 16.0) * 255.0 / 219.0;
         let u = (self.u as f32 - 128.0) * 255.0 / 224.0;
         let v = (self.v as f32 - 128.0) * 255.0 / 224.0;
-        Rgb {
-            r: clamp_u8(y + 1.402 * v),
-            g: clamp_u8(y - 0.344_136 * u - 0.714_136 * v),
-            b: clamp_u8(y + 1.772 * u),
-        }
+        Rgb { r: clamp_u8(y + 1.402 * v), g: clamp_u8(y - 0.344_136 * u - 0.714_136 * v), b: clamp_u8(y + 1.772 * u) }
     }
 }
 

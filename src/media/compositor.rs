@@ -8,7 +8,7 @@
 //! with any tile above them (by `z`) that overlaps them.
 
 use super::color::Yuv;
-use super::draw::{draw_text, fill_rect, frame_rect, text_size};
+use super::draw::{draw_text, fill_rect, frame_rect, text_size, TextStyle};
 use super::frame::{FrameError, FrameRef, VideoFrame};
 use super::scale::{ScalePath, Scaler};
 use crate::layout::{fit_rect, Cell, Fit, Layout, Rect, Role, Variant};
@@ -104,10 +104,7 @@ impl Compositor {
         let Some((variant_index, variant)) = layout.variant_for(sources.len()) else {
             fill_rect(&mut self.canvas, Rect { x: 0, y: 0, w: width, h: height }, background);
             self.drawn = None;
-            return RenderStats {
-                full: true,
-                ..RenderStats::default()
-            };
+            return RenderStats { full: true, ..RenderStats::default() };
         };
         let assignment = assign(variant, sources, speaker);
         let slots: Vec<Slot> = assignment
@@ -120,14 +117,13 @@ impl Compositor {
                 }),
             })
             .collect();
-        let generations: Vec<u64> = assignment
-            .iter()
-            .map(|&(_, src)| src.map_or(0, |i| sources[i].generation))
-            .collect();
+        let generations: Vec<u64> =
+            assignment.iter().map(|&(_, src)| src.map_or(0, |i| sources[i].generation)).collect();
 
-        let same_tiling = self.drawn.as_ref().is_some_and(|d| {
-            Arc::ptr_eq(&d.layout, layout) && d.variant == variant_index && d.slots == slots
-        });
+        let same_tiling = self
+            .drawn
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(&d.layout, layout) && d.variant == variant_index && d.slots == slots);
         let rects: Vec<Rect> = assignment.iter().map(|&(cell, _)| variant.cells[cell].rect(width, height)).collect();
         let mut dirty: Vec<bool> = match (&self.drawn, same_tiling) {
             (Some(d), true) => generations
@@ -154,10 +150,7 @@ impl Compositor {
         if full {
             fill_rect(&mut self.canvas, Rect { x: 0, y: 0, w: width, h: height }, background);
         }
-        let mut stats = RenderStats {
-            full,
-            ..RenderStats::default()
-        };
+        let mut stats = RenderStats { full, ..RenderStats::default() };
         for (k, &(cell, src)) in assignment.iter().enumerate() {
             if !dirty[k] {
                 stats.kept += 1;
@@ -173,12 +166,7 @@ impl Compositor {
             }
             stats.drawn += 1;
         }
-        self.drawn = Some(Drawn {
-            layout: layout.clone(),
-            variant: variant_index,
-            slots,
-            generations,
-        });
+        self.drawn = Some(Drawn { layout: layout.clone(), variant: variant_index, slots, generations });
         stats
     }
 
@@ -200,7 +188,8 @@ impl Compositor {
         }
         match source.frame {
             Some(frame) => {
-                let (dst, crop) = fit_rect(inner, frame.width() as u32, frame.height() as u32, cell.fit == Fit::Contain);
+                let (dst, crop) =
+                    fit_rect(inner, frame.width() as u32, frame.height() as u32, cell.fit == Fit::Contain);
                 for band in inner.minus(&dst) {
                     fill_rect(&mut self.canvas, band, background);
                 }
@@ -252,7 +241,7 @@ impl Compositor {
         let (tw, th) = text_size(name, scale);
         let x = inner.x + inner.w.saturating_sub(tw) / 2;
         let y = inner.y + inner.h.saturating_sub(th) / 2;
-        draw_text(&mut self.canvas, x, y, scale, name, Yuv { y: 235, u: 128, v: 128 }, None, inner);
+        draw_text(&mut self.canvas, x, y, name, TextStyle::white(scale, false), inner);
     }
 
     fn label(&mut self, inner: Rect, name: &str) {
@@ -266,8 +255,7 @@ impl Compositor {
         let pad = 4 * scale;
         let x = inner.x + pad + 2 * scale;
         let y = (inner.bottom().saturating_sub(th + pad + 2 * scale)).max(inner.y);
-        let dark = Yuv { y: 16, u: 128, v: 128 };
-        draw_text(&mut self.canvas, x, y, scale, &text, Yuv { y: 235, u: 128, v: 128 }, Some(dark), inner);
+        draw_text(&mut self.canvas, x, y, &text, TextStyle::white(scale, true), inner);
     }
 }
 
@@ -276,11 +264,7 @@ impl Compositor {
 /// everyone else in join order through the `any` cells.
 fn assign(variant: &Variant, sources: &[Source<'_>], speaker: Option<u64>) -> Vec<(usize, Option<usize>)> {
     let speaker_cell = variant.cells.iter().position(|c| c.role == Role::Speaker);
-    let featured = speaker_cell.map(|_| {
-        speaker
-            .and_then(|id| sources.iter().position(|s| s.id == id))
-            .unwrap_or(0)
-    });
+    let featured = speaker_cell.map(|_| speaker.and_then(|id| sources.iter().position(|s| s.id == id)).unwrap_or(0));
     let mut rest = (0..sources.len()).filter(|&i| Some(i) != featured);
     let mut out: Vec<(usize, Option<usize>)> = variant
         .cells

@@ -65,10 +65,5 @@ pub fn mean_rgb(frame: &FrameRef<'_>, x: usize, y: usize, w: usize, h: usize) ->
         }
     }
     let n = n.max(1);
-    Yuv {
-        y: (sy / n) as u8,
-        u: (su / n) as u8,
-        v: (sv / n) as u8,
-    }
-    .to_rgb()
+    Yuv { y: (sy / n) as u8, u: (su / n) as u8, v: (sv / n) as u8 }.to_rgb()
 }

@@ -38,12 +38,7 @@ fn clip(frame: &VideoFrame, rect: Rect) -> Rect {
     let (fw, fh) = (frame.width() as u32, frame.height() as u32);
     let x = rect.x.min(fw) & !1;
     let y = rect.y.min(fh) & !1;
-    Rect {
-        x,
-        y,
-        w: (rect.right().min(fw) & !1).saturating_sub(x),
-        h: (rect.bottom().min(fh) & !1).saturating_sub(y),
-    }
+    Rect { x, y, w: (rect.right().min(fw) & !1).saturating_sub(x), h: (rect.bottom().min(fh) & !1).saturating_sub(y) }
 }
 
 /// Size in pixels of `text` drawn at `scale` (8x8 glyphs, one column gap).
@@ -52,11 +47,28 @@ pub fn text_size(text: &str, scale: u32) -> (u32, u32) {
     (n * 8 * scale, 8 * scale)
 }
 
-/// Draws `text` with its top-left corner at (`x`, `y`), each glyph pixel a
-/// `scale` x `scale` block of luma `fg`; with `bg`, on a box of that colour
-/// with a margin. Characters the font lacks are drawn as `?`. Clipped to
-/// the picture and to `clip`.
-pub fn draw_text(frame: &mut VideoFrame, x: u32, y: u32, scale: u32, text: &str, fg: Yuv, bg: Option<Yuv>, clip_to: Rect) {
+/// How text is drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct TextStyle {
+    /// Each glyph pixel becomes a `scale` x `scale` block.
+    pub scale: u32,
+    /// Luma of the glyphs.
+    pub fg: Yuv,
+    /// A box behind the text, with a margin, if any.
+    pub bg: Option<Yuv>,
+}
+
+impl TextStyle {
+    /// White text at `scale`, optionally on a dark box.
+    pub fn white(scale: u32, boxed: bool) -> Self {
+        Self { scale, fg: Yuv { y: 235, u: 128, v: 128 }, bg: boxed.then_some(Yuv { y: 16, u: 128, v: 128 }) }
+    }
+}
+
+/// Draws `text` with its top-left corner at (`x`, `y`). Characters the
+/// font lacks are drawn as `?`. Clipped to the picture and to `clip_to`.
+pub fn draw_text(frame: &mut VideoFrame, x: u32, y: u32, text: &str, style: TextStyle, clip_to: Rect) {
+    let TextStyle { scale, fg, bg } = style;
     let scale = scale.max(1);
     let (tw, th) = text_size(text, scale);
     let margin = (scale * 2) & !1;
@@ -72,10 +84,7 @@ pub fn draw_text(frame: &mut VideoFrame, x: u32, y: u32, scale: u32, text: &str,
     let limit = intersect(clip_to, clip(frame, clip_to));
     let [mut yp, _, _] = frame.planes_mut();
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-            .unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
         let gx = x + i as u32 * 8 * scale;
         for (gy, bits) in glyph.iter().enumerate() {
             for bit in 0..8u32 {
@@ -105,12 +114,7 @@ fn intersect(a: Rect, b: Rect) -> Rect {
     let y = a.y.max(b.y);
     let r = a.right().min(b.right());
     let bt = a.bottom().min(b.bottom());
-    Rect {
-        x,
-        y,
-        w: r.saturating_sub(x),
-        h: bt.saturating_sub(y),
-    }
+    Rect { x, y, w: r.saturating_sub(x), h: bt.saturating_sub(y) }
 }
 
 #[cfg(test)]
@@ -150,7 +154,7 @@ mod tests {
         let bg = Rgb::BLACK.to_yuv();
         let mut f = VideoFrame::new(64, 32, bg).unwrap();
         let clip = Rect { x: 0, y: 0, w: 20, h: 32 };
-        draw_text(&mut f, 2, 2, 2, "HI €", Rgb::WHITE.to_yuv(), None, clip);
+        draw_text(&mut f, 2, 2, "HI €", TextStyle { scale: 2, fg: Rgb::WHITE.to_yuv(), bg: None }, clip);
         let fr = f.as_frame();
         let lit = (0..32).flat_map(|y| (0..20).map(move |x| (x, y))).filter(|&(x, y)| fr.y.at(x, y) > 200).count();
         assert!(lit > 20);

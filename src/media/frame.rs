@@ -61,25 +61,17 @@ fn check_plane(len: usize, width: usize, height: usize, stride: usize) -> Result
     let needed = if height == 0 {
         0
     } else {
-        stride
-            .checked_mul(height - 1)
-            .and_then(|n| n.checked_add(width))
-            .unwrap_or(usize::MAX)
+        stride.checked_mul(height - 1).and_then(|n| n.checked_add(width)).unwrap_or(usize::MAX)
     };
     if stride < width || len < needed {
-        return Err(FrameError::ShortPlane {
-            len,
-            width,
-            height,
-            stride,
-        });
+        return Err(FrameError::ShortPlane { len, width, height, stride });
     }
     Ok(())
 }
 
 /// Checks that `width` x `height` is a valid I420 size.
 pub fn check_i420_size(width: usize, height: usize) -> Result<(), FrameError> {
-    if width < 2 || height < 2 || width % 2 != 0 || height % 2 != 0 {
+    if width < 2 || height < 2 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         return Err(FrameError::OddOrEmpty { width, height });
     }
     Ok(())
@@ -98,12 +90,7 @@ impl<'a> PlaneRef<'a> {
     /// A view of `width` x `height` samples, rows `stride` bytes apart.
     pub fn new(data: &'a [u8], width: usize, height: usize, stride: usize) -> Result<Self, FrameError> {
         check_plane(data.len(), width, height, stride)?;
-        Ok(Self {
-            data,
-            width,
-            height,
-            stride,
-        })
+        Ok(Self { data, width, height, stride })
     }
 
     /// Width in samples.
@@ -143,14 +130,7 @@ impl<'a> PlaneRef<'a> {
     /// A sub-rectangle of this plane.
     pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Result<PlaneRef<'a>, FrameError> {
         if x + w > self.width || y + h > self.height {
-            return Err(FrameError::OutOfBounds {
-                x,
-                y,
-                w,
-                h,
-                width: self.width,
-                height: self.height,
-            });
+            return Err(FrameError::OutOfBounds { x, y, w, h, width: self.width, height: self.height });
         }
         let start = y * self.stride + x;
         let data = if h == 0 { &self.data[..0] } else { &self.data[start..] };
@@ -171,12 +151,7 @@ impl<'a> PlaneMut<'a> {
     /// A mutable view of `width` x `height` samples, rows `stride` bytes apart.
     pub fn new(data: &'a mut [u8], width: usize, height: usize, stride: usize) -> Result<Self, FrameError> {
         check_plane(data.len(), width, height, stride)?;
-        Ok(Self {
-            data,
-            width,
-            height,
-            stride,
-        })
+        Ok(Self { data, width, height, stride })
     }
 
     /// Width in samples.
@@ -201,12 +176,7 @@ impl<'a> PlaneMut<'a> {
 
     /// A read-only view of the same samples.
     pub fn as_ref(&self) -> PlaneRef<'_> {
-        PlaneRef {
-            data: self.data,
-            width: self.width,
-            height: self.height,
-            stride: self.stride,
-        }
+        PlaneRef { data: self.data, width: self.width, height: self.height, stride: self.stride }
     }
 
     /// Row `y`, exactly `width` samples long.
@@ -221,21 +191,10 @@ impl<'a> PlaneMut<'a> {
     /// A mutable sub-rectangle of this plane.
     pub fn crop_mut(&mut self, x: usize, y: usize, w: usize, h: usize) -> Result<PlaneMut<'_>, FrameError> {
         if x + w > self.width || y + h > self.height {
-            return Err(FrameError::OutOfBounds {
-                x,
-                y,
-                w,
-                h,
-                width: self.width,
-                height: self.height,
-            });
+            return Err(FrameError::OutOfBounds { x, y, w, h, width: self.width, height: self.height });
         }
         let start = y * self.stride + x;
-        let data = if h == 0 {
-            &mut self.data[..0]
-        } else {
-            &mut self.data[start..]
-        };
+        let data = if h == 0 { &mut self.data[..0] } else { &mut self.data[start..] };
         PlaneMut::new(data, w, h, self.stride)
     }
 
@@ -276,12 +235,7 @@ impl<'a> FrameRef<'a> {
         let (cw, ch) = (y.width / 2, y.height / 2);
         for p in [&u, &v] {
             if p.width != cw || p.height != ch {
-                return Err(FrameError::ShortPlane {
-                    len: p.data.len(),
-                    width: cw,
-                    height: ch,
-                    stride: p.stride,
-                });
+                return Err(FrameError::ShortPlane { len: p.data.len(), width: cw, height: ch, stride: p.stride });
             }
         }
         Ok(Self { y, u, v })
@@ -299,17 +253,13 @@ impl<'a> FrameRef<'a> {
 
     /// The colour at luma position (`x`, `y`).
     pub fn yuv_at(&self, x: usize, y: usize) -> Yuv {
-        Yuv {
-            y: self.y.at(x, y),
-            u: self.u.at(x / 2, y / 2),
-            v: self.v.at(x / 2, y / 2),
-        }
+        Yuv { y: self.y.at(x, y), u: self.u.at(x / 2, y / 2), v: self.v.at(x / 2, y / 2) }
     }
 
     /// A sub-picture; `x`, `y`, `w`, `h` must be even.
     pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Result<FrameRef<'a>, FrameError> {
         check_i420_size(w, h)?;
-        if x % 2 != 0 || y % 2 != 0 {
+        if !x.is_multiple_of(2) || !y.is_multiple_of(2) {
             return Err(FrameError::OddOrEmpty { width: x, height: y });
         }
         Ok(FrameRef {
@@ -402,24 +352,9 @@ impl VideoFrame {
         let (y, u, v) = self.split();
         let (w, h) = (self.width, self.height);
         FrameRef {
-            y: PlaneRef {
-                data: y,
-                width: w,
-                height: h,
-                stride: w,
-            },
-            u: PlaneRef {
-                data: u,
-                width: w / 2,
-                height: h / 2,
-                stride: w / 2,
-            },
-            v: PlaneRef {
-                data: v,
-                width: w / 2,
-                height: h / 2,
-                stride: w / 2,
-            },
+            y: PlaneRef { data: y, width: w, height: h, stride: w },
+            u: PlaneRef { data: u, width: w / 2, height: h / 2, stride: w / 2 },
+            v: PlaneRef { data: v, width: w / 2, height: h / 2, stride: w / 2 },
         }
     }
 
@@ -430,24 +365,9 @@ impl VideoFrame {
         let (y, rest) = self.data.split_at_mut(ylen);
         let (u, v) = rest.split_at_mut(ylen / 4);
         [
-            PlaneMut {
-                data: y,
-                width: w,
-                height: h,
-                stride: w,
-            },
-            PlaneMut {
-                data: u,
-                width: w / 2,
-                height: h / 2,
-                stride: w / 2,
-            },
-            PlaneMut {
-                data: v,
-                width: w / 2,
-                height: h / 2,
-                stride: w / 2,
-            },
+            PlaneMut { data: y, width: w, height: h, stride: w },
+            PlaneMut { data: u, width: w / 2, height: h / 2, stride: w / 2 },
+            PlaneMut { data: v, width: w / 2, height: h / 2, stride: w / 2 },
         ]
     }
 
@@ -488,9 +408,7 @@ impl Default for AudioFrame {
 impl AudioFrame {
     /// A silent frame.
     pub const fn silence() -> Self {
-        Self {
-            samples: [0.0; SAMPLES_PER_FRAME],
-        }
+        Self { samples: [0.0; SAMPLES_PER_FRAME] }
     }
 
     /// Root mean square of the samples (full scale = 1.0).

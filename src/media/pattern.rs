@@ -9,7 +9,7 @@
 //! the picture, after scaling and two generations of H.264.
 
 use super::color::{Rgb, Yuv};
-use super::draw::{draw_text, fill_rect};
+use super::draw::{draw_text, fill_rect, TextStyle};
 use super::frame::{AudioFrame, FrameRef, VideoFrame, SAMPLES_PER_FRAME, SAMPLE_RATE};
 use crate::layout::Rect;
 use std::f64::consts::TAU;
@@ -85,16 +85,11 @@ impl TestPattern {
         let bar_w = (w / 16).max(2) & !1;
         let travel = (w - bar_w) as u64;
         let x = if travel == 0 { 0 } else { ((t_ms % 2000) * travel / 2000) as u32 & !1 };
-        let band = Rect {
-            x,
-            y: (h * 3 / 4) & !1,
-            w: bar_w,
-            h: (h / 6).max(2) & !1,
-        };
+        let band = Rect { x, y: (h * 3 / 4) & !1, w: bar_w, h: (h / 6).max(2) & !1 };
         fill_rect(&mut self.frame, band, Yuv { y: 235, u: 128, v: 128 });
         let scale = (h / 120).max(1);
         let sh = stamp_height(h as usize) as u32;
-        draw_text(&mut self.frame, 4 * scale, sh + 4 * scale, scale, &self.name, Yuv { y: 235, u: 128, v: 128 }, Some(Yuv { y: 16, u: 128, v: 128 }), full);
+        draw_text(&mut self.frame, 4 * scale, sh + 4 * scale, &self.name, TextStyle::white(scale, true), full);
         write_stamp(&mut self.frame, stamp);
         self.frame.pts = std::time::Duration::from_millis(t_ms);
         self.frame.as_frame()
@@ -125,7 +120,11 @@ pub fn write_stamp(frame: &mut VideoFrame, value: u32) {
 /// check fails.
 pub fn read_stamp(frame: &FrameRef<'_>, area: Rect) -> Option<u32> {
     let sh = stamp_height(area.h as usize) as u32;
-    if area.w < STAMP_BITS as u32 * 2 || sh < 4 || area.right() as usize > frame.width() || area.bottom() as usize > frame.height() {
+    if area.w < STAMP_BITS as u32 * 2
+        || sh < 4
+        || area.right() as usize > frame.width()
+        || area.bottom() as usize > frame.height()
+    {
         return None;
     }
     let mut word = 0u32;
@@ -159,11 +158,7 @@ pub struct Tone {
 impl Tone {
     /// A tone at `freq` Hz with peak `amplitude` (full scale 1.0).
     pub fn new(freq: f64, amplitude: f32) -> Self {
-        Self {
-            freq,
-            amplitude,
-            phase: 0.0,
-        }
+        Self { freq, amplitude, phase: 0.0 }
     }
 
     /// The next 20 ms.

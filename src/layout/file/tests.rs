@@ -145,7 +145,11 @@ fn canvas_and_style_values_are_checked() {
 fn a_bad_file_in_a_folder_does_not_stop_the_others() {
     let dir = std::env::temp_dir().join(format!("tessera-layouts-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("good.toml"), format!("{HEAD}[[variant]]\nparticipants = 1\ngrid = {{ columns = 1, rows = 1 }}\n")).unwrap();
+    std::fs::write(
+        dir.join("good.toml"),
+        format!("{HEAD}[[variant]]\nparticipants = 1\ngrid = {{ columns = 1, rows = 1 }}\n"),
+    )
+    .unwrap();
     std::fs::write(dir.join("broken.toml"), "[canvas]\nwidth = ").unwrap();
     std::fs::write(dir.join("notes.txt"), "not a layout").unwrap();
     let (layouts, errors) = load_dir(&dir);

@@ -25,12 +25,7 @@ fn sources<'a>(frames: &'a [VideoFrame], names: &'a [String]) -> Vec<Source<'a>>
         .iter()
         .zip(names)
         .enumerate()
-        .map(|(i, (f, name))| Source {
-            id: 100 + i as u64,
-            name,
-            frame: Some(f.as_frame()),
-            generation: 1,
-        })
+        .map(|(i, (f, name))| Source { id: 100 + i as u64, name, frame: Some(f.as_frame()), generation: 1 })
         .collect()
 }
 
@@ -118,12 +113,7 @@ fn contain_leaves_background_bars_and_cover_crops_the_centre() {
     crate::media::draw::fill_rect(&mut frame, Rect { x: 0, y: 0, w: 640, h: 60 }, green.to_yuv());
     crate::media::draw::fill_rect(&mut frame, Rect { x: 0, y: 420, w: 640, h: 60 }, green.to_yuv());
     let name = String::new();
-    let srcs = [Source {
-        id: 1,
-        name: &name,
-        frame: Some(frame.as_frame()),
-        generation: 1,
-    }];
+    let srcs = [Source { id: 1, name: &name, frame: Some(frame.as_frame()), generation: 1 }];
     let layout = shipped("side-by-side"); // one participant: full canvas, contain
     let mut comp = Compositor::new(1280, 720).unwrap();
     comp.render(&layout, &srcs, None);
@@ -238,12 +228,7 @@ fn reads_strided_decoder_style_planes_without_copying() {
     )
     .unwrap();
     let name = String::new();
-    let srcs = [Source {
-        id: 1,
-        name: &name,
-        frame: Some(frame),
-        generation: 1,
-    }];
+    let srcs = [Source { id: 1, name: &name, frame: Some(frame), generation: 1 }];
     let mut comp = Compositor::new(640, 360).unwrap();
     comp.render(&shipped("grid"), &srcs, None);
     assert!(close(centre_colour(comp.canvas(), Rect { x: 0, y: 0, w: 640, h: 360 }), palette(5)));

@@ -1,4 +1,4 @@
-//! Separable area-average downscaling for any ratio of 2:1 or more.
+//! Separable area-average downscaling, any ratio.
 //!
 //! Each output sample is the mean of the source area it covers, with
 //! fractional coverage at the edges. The work is done vertical first, one
@@ -8,8 +8,10 @@
 //! is the only buffer, so the source is read once and the canvas written
 //! once.
 //!
-//! Weights are 14-bit fixed point and each output's weights sum to exactly
-//! 1 << 14, so flat areas stay exactly flat.
+//! Vertical weights are 16-bit fractions applied to samples with 8
+//! fractional bits (so the SIMD kernel works 16 lanes wide); horizontal
+//! weights are 14-bit. Each output's weights sum to exactly one, so flat
+//! areas stay exactly flat.
 
 use crate::media::frame::{PlaneMut, PlaneRef};
 
@@ -23,16 +25,36 @@ const HALF: u32 = 1 << (SHIFT - 1);
 pub(super) struct Taps {
     pub taps: usize,
     pub starts: Vec<usize>,
+    /// 14-bit weights (horizontal pass).
     pub weights: Vec<u16>,
+    /// 16-bit fractions of one (vertical pass). A weight of exactly one
+    /// (a 1:1 axis) is stored as 65535, off by 1/65536: invisible after rounding.
+    pub fractions: Vec<u16>,
+    /// The same taps for the SIMD kernel: starts as i32, and weights padded
+    /// to 4 or 8 taps, laid out per block of 8 outputs as `simd_taps / 4`
+    /// groups of (8 outputs x 4 taps). Empty when taps > 8.
+    pub simd_starts: Vec<i32>,
+    pub simd_weights: Vec<i16>,
+    pub simd_taps: usize,
+    /// One past the furthest sample a SIMD gather reads.
+    pub simd_reach: usize,
+    /// When every 4 consecutive outputs' taps fit in 16 bytes (ratios up
+    /// to 4), shuffle masks that replace the gathers: per block and group,
+    /// 32 indices into two 16-byte windows loaded at the block's first and
+    /// fifth output's start (+4 per group). Empty otherwise.
+    pub simd_shuffle: Vec<u8>,
     key: (usize, usize),
 }
 
 impl Taps {
     /// Area weights for `src` samples into `dst` samples (`src >= dst`).
-    pub fn area(&mut self, src: usize, dst: usize) {
-        if self.key == (src, dst) && !self.starts.is_empty() {
-            return;
-        }
+    pub fn area(src: usize, dst: usize) -> Taps {
+        let mut t = Taps::default();
+        t.compute(src, dst);
+        t
+    }
+
+    fn compute(&mut self, src: usize, dst: usize) {
         self.key = (src, dst);
         let ratio = src as f64 / dst as f64;
         let span = |i: usize| {
@@ -53,6 +75,7 @@ impl Taps {
         self.taps = taps;
         self.starts.clear();
         self.weights.clear();
+        self.fractions.clear();
         let mut w = vec![0f64; taps];
         for i in 0..dst {
             let (lo, hi) = span(i);
@@ -64,106 +87,173 @@ impl Taps {
                 *wk = overlap / ratio;
             }
             self.starts.push(first);
-            push_quantized(&w, &mut self.weights);
+            push_quantized(&w, ONE, &mut self.weights);
+            push_quantized(&w, 1 << 16, &mut self.fractions);
+        }
+        self.build_simd();
+    }
+
+    fn build_simd(&mut self) {
+        self.simd_starts.clear();
+        self.simd_weights.clear();
+        self.simd_shuffle.clear();
+        self.simd_taps = match self.taps {
+            0..=4 => 4,
+            5..=8 => 8,
+            _ => return,
+        };
+        let dst = self.starts.len();
+        self.simd_starts.extend(self.starts.iter().map(|&s| s.min(i32::MAX as usize) as i32));
+        self.simd_reach = self.starts.iter().max().map_or(0, |&s| s + self.simd_taps);
+        for block in 0..dst / 8 {
+            for group in 0..self.simd_taps / 4 {
+                for o in block * 8..block * 8 + 8 {
+                    for k in group * 4..group * 4 + 4 {
+                        let w = if k < self.taps { self.weights[o * self.taps + k] } else { 0 };
+                        self.simd_weights.push(w as i16);
+                    }
+                }
+            }
+        }
+        let fits = (0..dst / 8).all(|b| {
+            (0..2).all(|half| {
+                let first = self.starts[b * 8 + half * 4];
+                (0..4).all(|o| self.starts[b * 8 + half * 4 + o] + 4 - first <= 16)
+            })
+        });
+        if fits {
+            for b in 0..dst / 8 {
+                for group in 0..self.simd_taps / 4 {
+                    for half in 0..2 {
+                        let window = self.starts[b * 8 + half * 4] + 4 * group;
+                        for o in 0..4 {
+                            let out = b * 8 + half * 4 + o;
+                            for k in 0..4 {
+                                let tap = group * 4 + k;
+                                let at = self.starts[out] + tap;
+                                // Padding taps (weight 0) read a zero byte.
+                                let index = if tap < self.taps { at - window } else { 0x80 };
+                                self.simd_shuffle.push(index as u8);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-/// Quantizes `w` (summing to ~1) to 14-bit integers summing to exactly ONE.
-fn push_quantized(w: &[f64], out: &mut Vec<u16>) {
-    let start = out.len();
-    let mut sum = 0u32;
+/// Quantizes `w` (summing to ~1) to integers summing to exactly `one`,
+/// by rounding the running total (so errors never pile up on one tap).
+fn push_quantized(w: &[f64], one: u32, out: &mut Vec<u16>) {
+    let total: f64 = w.iter().sum();
+    let scale = if total > 0.0 { one as f64 / total } else { 0.0 };
+    let (mut running, mut given) = (0.0f64, 0i64);
     for &x in w {
-        let q = (x * ONE as f64).round() as u32;
-        sum += q;
-        out.push(q as u16);
-    }
-    // Put the rounding error on the largest weight.
-    let row = &mut out[start..];
-    if let Some((imax, _)) = row.iter().enumerate().max_by_key(|(_, &v)| v) {
-        let fixed = row[imax] as i64 + ONE as i64 - sum as i64;
-        row[imax] = fixed.clamp(0, ONE as i64) as u16;
+        running += x * scale;
+        let upto = (running.round() as i64).min(one as i64);
+        out.push((upto - given).clamp(0, u16::MAX as i64) as u16);
+        given = upto;
     }
 }
+
+/// Tables kept for this many (source, destination) lengths: a grid of
+/// 3x3 needs four (426 and 428 wide, 240 high, and chroma's halves).
+const CACHED_TABLES: usize = 16;
 
 /// The area scaler with its reusable tables and scratch row.
 #[derive(Default)]
 pub(super) struct AreaScaler {
-    horizontal: Taps,
-    vertical: Taps,
+    tables: Vec<Taps>,
     row: Vec<u8>,
 }
 
 impl AreaScaler {
+    /// The index of the tables for `src` -> `dst`, computing them if new
+    /// (most recently used first; the oldest is dropped past the cap).
+    fn taps(&mut self, src: usize, dst: usize) -> usize {
+        if let Some(i) = self.tables.iter().position(|t| t.key == (src, dst)) {
+            return i;
+        }
+        if self.tables.len() >= CACHED_TABLES {
+            self.tables.remove(0);
+        }
+        self.tables.push(Taps::area(src, dst));
+        self.tables.len() - 1
+    }
+
     pub fn scale(&mut self, src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) {
         let (sw, sh, dw, dh) = (src.width(), src.height(), dst.width(), dst.height());
-        self.horizontal.area(sw, dw);
-        self.vertical.area(sh, dh);
-        self.row.resize(sw, 0);
-        let vt = self.vertical.taps;
+        let hi = self.taps(sw, dw);
+        let vi = self.taps(sh, dh);
+        // Slack after the row: the SIMD kernel reads whole groups of 4 taps.
+        self.row.resize(sw + 32, 0);
+        let (horizontal_taps, vertical_taps) = (&self.tables[hi], &self.tables[vi]);
+        let vt = vertical_taps.taps;
         let mut rows: [&[u8]; 16] = [&[]; 16];
         for y in 0..dh {
-            let first = self.vertical.starts[y];
-            let weights = &self.vertical.weights[y * vt..(y + 1) * vt];
+            let first = vertical_taps.starts[y];
+            let weights = &vertical_taps.fractions[y * vt..(y + 1) * vt];
             if vt <= rows.len() {
                 for (k, r) in rows.iter_mut().take(vt).enumerate() {
                     *r = src.row(first + k);
                 }
-                vertical(&rows[..vt], weights, &mut self.row);
+                vertical(&rows[..vt], weights, &mut self.row[..sw]);
             } else {
                 let many: Vec<&[u8]> = (0..vt).map(|k| src.row(first + k)).collect();
-                vertical(&many, weights, &mut self.row);
+                vertical(&many, weights, &mut self.row[..sw]);
             }
-            horizontal(&self.row, &self.horizontal, dst.row_mut(y));
+            horizontal(&self.row, horizontal_taps, dst.row_mut(y));
         }
     }
 }
 
-fn vertical(rows: &[&[u8]], weights: &[u16], out: &mut [u8]) {
+fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if super::x86::vertical_avx2(rows, weights, out) {
-        return;
-    }
-    vertical_generic(rows, weights, out);
+    let done = super::x86::vertical_avx2(rows, fractions, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    vertical_generic(rows, fractions, out, done);
 }
 
-/// `out[x] = sum_k weights[k] * rows[k][x]`, in chunks the compiler can
-/// keep in vector registers.
-#[inline(always)]
-pub(super) fn vertical_generic(rows: &[&[u8]], weights: &[u16], out: &mut [u8]) {
-    const CHUNK: usize = 64;
-    let width = out.len();
-    let mut base = 0;
-    while base < width {
-        let n = CHUNK.min(width - base);
-        let mut acc = [HALF; CHUNK];
-        for (row, &w) in rows.iter().zip(weights) {
-            let w = w as u32;
-            for (a, &p) in acc[..n].iter_mut().zip(&row[base..base + n]) {
-                *a += w * p as u32;
-            }
+/// `out[x] = sum_k fractions[k] * rows[k][x]`: each term is the sample
+/// with 8 fractional bits times a 16-bit fraction, keeping the high 16 bits
+/// (exactly what the SIMD kernel's `mulhi` does), then rounded.
+/// Starts at sample `from` (the SIMD kernel did the ones before).
+pub(super) fn vertical_generic(rows: &[&[u8]], fractions: &[u16], out: &mut [u8], from: usize) {
+    for (x, o) in out.iter_mut().enumerate().skip(from) {
+        let mut acc = 128u32;
+        for (row, &w) in rows.iter().zip(fractions) {
+            acc += (((row[x] as u32) << 8) * w as u32) >> 16;
         }
-        for (o, &a) in out[base..base + n].iter_mut().zip(&acc[..n]) {
-            *o = (a >> SHIFT) as u8;
-        }
-        base += n;
+        *o = (acc >> 8).min(255) as u8;
     }
 }
 
 fn horizontal(row: &[u8], taps: &Taps, out: &mut [u8]) {
-    match taps.taps {
-        1 => horizontal_n::<1>(row, taps, out),
-        2 => horizontal_n::<2>(row, taps, out),
-        3 => horizontal_n::<3>(row, taps, out),
-        4 => horizontal_n::<4>(row, taps, out),
-        5 => horizontal_n::<5>(row, taps, out),
-        6 => horizontal_n::<6>(row, taps, out),
-        _ => horizontal_any(row, taps, out),
+    #[cfg(target_arch = "x86_64")]
+    let done = super::x86::horizontal_avx2(row, taps, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let t = taps.taps;
+    horizontal_scalar(row, t, &taps.starts[done..], &taps.weights[done * t..], &mut out[done..]);
+}
+
+/// The scalar horizontal filter (also the tail after the SIMD blocks).
+pub(super) fn horizontal_scalar(row: &[u8], taps: usize, starts: &[usize], weights: &[u16], out: &mut [u8]) {
+    match taps {
+        1 => horizontal_n::<1>(row, starts, weights, out),
+        2 => horizontal_n::<2>(row, starts, weights, out),
+        3 => horizontal_n::<3>(row, starts, weights, out),
+        4 => horizontal_n::<4>(row, starts, weights, out),
+        5 => horizontal_n::<5>(row, starts, weights, out),
+        6 => horizontal_n::<6>(row, starts, weights, out),
+        _ => horizontal_any(row, taps, starts, weights, out),
     }
 }
 
-fn horizontal_n<const T: usize>(row: &[u8], taps: &Taps, out: &mut [u8]) {
-    for ((o, &s), w) in out.iter_mut().zip(&taps.starts).zip(taps.weights.chunks_exact(T)) {
+fn horizontal_n<const T: usize>(row: &[u8], starts: &[usize], weights: &[u16], out: &mut [u8]) {
+    for ((o, &s), w) in out.iter_mut().zip(starts).zip(weights.chunks_exact(T)) {
         let px = &row[s..s + T];
         let mut acc = HALF;
         for k in 0..T {
@@ -173,8 +263,8 @@ fn horizontal_n<const T: usize>(row: &[u8], taps: &Taps, out: &mut [u8]) {
     }
 }
 
-fn horizontal_any(row: &[u8], taps: &Taps, out: &mut [u8]) {
-    for ((o, &s), w) in out.iter_mut().zip(&taps.starts).zip(taps.weights.chunks_exact(taps.taps)) {
+fn horizontal_any(row: &[u8], taps: usize, starts: &[usize], weights: &[u16], out: &mut [u8]) {
+    for ((o, &s), w) in out.iter_mut().zip(starts).zip(weights.chunks_exact(taps.max(1))) {
         let acc: u32 = HALF + w.iter().zip(&row[s..]).map(|(&w, &p)| w as u32 * p as u32).sum::<u32>();
         *o = (acc >> SHIFT) as u8;
     }
@@ -187,20 +277,33 @@ mod tests {
     #[test]
     fn weights_sum_to_one_and_stay_in_range() {
         for (src, dst) in [(1280, 426), (1280, 428), (720, 240), (7, 2), (640, 3), (1000, 1), (5, 2)] {
-            let mut t = Taps::default();
-            t.area(src, dst);
+            let t = Taps::area(src, dst);
             assert_eq!(t.starts.len(), dst);
             for (i, w) in t.weights.chunks_exact(t.taps).enumerate() {
                 assert_eq!(w.iter().map(|&x| x as u32).sum::<u32>(), ONE, "{src}->{dst} output {i}");
+                let f = &t.fractions[i * t.taps..(i + 1) * t.taps];
+                assert_eq!(f.iter().map(|&x| x as u32).sum::<u32>(), 1 << 16, "{src}->{dst} output {i}");
                 assert!(t.starts[i] + t.taps <= src);
             }
         }
     }
 
     #[test]
+    fn simd_horizontal_equals_scalar() {
+        for (src, dst) in [(1280, 426), (1280, 428), (640, 212), (1280, 160), (100, 33), (1280, 100), (30, 3)] {
+            let t = Taps::area(src, dst);
+            let row: Vec<u8> = (0..src + 32).map(|i| (i * 37 % 251) as u8).collect();
+            let mut fast = vec![0u8; dst];
+            horizontal(&row, &t, &mut fast);
+            let mut slow = vec![0u8; dst];
+            horizontal_scalar(&row, t.taps, &t.starts, &t.weights, &mut slow);
+            assert_eq!(fast, slow, "{src}->{dst} ({} taps)", t.taps);
+        }
+    }
+
+    #[test]
     fn exact_thirds_weigh_three_samples_equally() {
-        let mut t = Taps::default();
-        t.area(9, 3);
+        let t = Taps::area(9, 3);
         assert_eq!(t.starts, vec![0, 3, 6]);
         for w in t.weights.chunks_exact(t.taps) {
             let nonzero: Vec<u16> = w.iter().copied().filter(|&x| x > 0).collect();

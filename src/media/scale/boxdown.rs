@@ -40,10 +40,7 @@ pub(super) fn down2_row_scalar(r0: &[u8], r1: &[u8], out: &mut [u8]) {
 
 pub(super) fn down4_row_scalar(rows: [&[u8]; 4], out: &mut [u8]) {
     for (x, o) in out.iter_mut().enumerate() {
-        let sum: u16 = rows
-            .iter()
-            .map(|r| r[4 * x..4 * x + 4].iter().map(|&p| p as u16).sum::<u16>())
-            .sum();
+        let sum: u16 = rows.iter().map(|r| r[4 * x..4 * x + 4].iter().map(|&p| p as u16).sum::<u16>()).sum();
         *o = ((sum + 8) >> 4) as u8;
     }
 }

@@ -28,9 +28,7 @@ impl FirScaler {
         let options = fr::ResizeOptions::new().resize_alg(alg).use_alpha(false);
         let src_view = FirPlane(*src);
         let mut dst_view = FirPlaneMut(dst);
-        self.resizer
-            .resize_typed(&src_view, &mut dst_view, &options)
-            .map_err(|e| ScaleError::Fir(e.to_string()))
+        self.resizer.resize_typed(&src_view, &mut dst_view, &options).map_err(|e| ScaleError::Fir(e.to_string()))
     }
 }
 

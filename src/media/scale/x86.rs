@@ -99,19 +99,225 @@ unsafe fn down4_avx2(rows: [*const u8; 4], out: *mut u8, n: usize) {
     }
 }
 
-/// Weighted sum of source rows (14-bit weights summing to 1 << 14), for
-/// the area scaler's vertical pass. Compiled for AVX2 so the plain loop
-/// below vectorises 8 lanes wide.
-pub(super) fn vertical_avx2(rows: &[&[u8]], weights: &[u16], out: &mut [u8]) -> bool {
-    if !has_avx2() || rows.len() != weights.len() || rows.iter().any(|r| r.len() < out.len()) {
-        return false;
+/// The area scaler's vertical pass over whole blocks of 32 samples:
+/// `sum_k mulhi(rows[k][x] << 8, fractions[k])`, rounded, 16 lanes at a
+/// time. Returns how many samples it wrote.
+pub(super) fn vertical_avx2(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) -> usize {
+    let n = out.len();
+    if n < 32 || !has_avx2() || rows.len() != fractions.len() || rows.iter().any(|r| r.len() < n) {
+        return 0;
     }
-    // SAFETY: AVX2 is present (checked); the function body is safe code.
-    unsafe { vertical_avx2_inner(rows, weights, out) };
-    true
+    let out = out.as_mut_ptr();
+    // SAFETY (all arms): AVX2 is present; every row holds at least `n`
+    // samples and `out` at least `n` (checked above).
+    unsafe {
+        match rows.len() {
+            2 => vertical_fixed::<2>(rows, fractions, out, n),
+            3 => vertical_fixed::<3>(rows, fractions, out, n),
+            4 => vertical_fixed::<4>(rows, fractions, out, n),
+            5 => vertical_fixed::<5>(rows, fractions, out, n),
+            6 => vertical_fixed::<6>(rows, fractions, out, n),
+            7 => vertical_fixed::<7>(rows, fractions, out, n),
+            8 => vertical_fixed::<8>(rows, fractions, out, n),
+            9 => vertical_fixed::<9>(rows, fractions, out, n),
+            _ => vertical_any(rows, fractions, out, n),
+        }
+    }
+    n
 }
 
+/// # Safety
+/// As `vertical_any`, with exactly `T` rows and fractions.
+///
+/// Like it, the last block may overlap the one before (recomputing the same
+/// values), so any `n >= 32` is done whole.
 #[target_feature(enable = "avx2")]
-fn vertical_avx2_inner(rows: &[&[u8]], weights: &[u16], out: &mut [u8]) {
-    super::area::vertical_generic(rows, weights, out);
+unsafe fn vertical_fixed<const T: usize>(rows: &[&[u8]], fractions: &[u16], out: *mut u8, n: usize) {
+    let zero = _mm256_setzero_si256();
+    let round = _mm256_set1_epi16(128);
+    let ptrs: [*const u8; T] = std::array::from_fn(|k| rows[k].as_ptr());
+    let weights: [__m256i; T] = std::array::from_fn(|k| _mm256_set1_epi16(fractions[k] as i16));
+    let mut x = 0;
+    while x < n {
+        let mut lo = round;
+        let mut hi = round;
+        for k in 0..T {
+            // SAFETY: x + 32 <= n <= row length.
+            let v = unsafe { _mm256_loadu_si256(ptrs[k].add(x) as *const __m256i) };
+            // Interleaving zero below each byte is the sample << 8 as u16.
+            lo = _mm256_add_epi16(lo, _mm256_mulhi_epu16(_mm256_unpacklo_epi8(zero, v), weights[k]));
+            hi = _mm256_add_epi16(hi, _mm256_mulhi_epu16(_mm256_unpackhi_epi8(zero, v), weights[k]));
+        }
+        // packus undoes the unpack's lane order.
+        let bytes = _mm256_packus_epi16(_mm256_srli_epi16::<8>(lo), _mm256_srli_epi16::<8>(hi));
+        // SAFETY: x + 32 <= n, writable.
+        unsafe { _mm256_storeu_si256(out.add(x) as *mut __m256i, bytes) };
+        x = if x + 32 < n && x + 64 > n { n - 32 } else { x + 32 };
+    }
 }
+
+/// # Safety
+/// AVX2 must be available; every row must hold `n >= 32` samples, `out`
+/// must be writable for `n` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn vertical_any(rows: &[&[u8]], fractions: &[u16], out: *mut u8, n: usize) {
+    let zero = _mm256_setzero_si256();
+    let round = _mm256_set1_epi16(128);
+    let mut x = 0;
+    while x < n {
+        let mut lo = round;
+        let mut hi = round;
+        for (row, &w) in rows.iter().zip(fractions) {
+            let w = _mm256_set1_epi16(w as i16);
+            // SAFETY: x + 32 <= n <= row.len().
+            let v = unsafe { _mm256_loadu_si256(row.as_ptr().add(x) as *const __m256i) };
+            lo = _mm256_add_epi16(lo, _mm256_mulhi_epu16(_mm256_unpacklo_epi8(zero, v), w));
+            hi = _mm256_add_epi16(hi, _mm256_mulhi_epu16(_mm256_unpackhi_epi8(zero, v), w));
+        }
+        let bytes = _mm256_packus_epi16(_mm256_srli_epi16::<8>(lo), _mm256_srli_epi16::<8>(hi));
+        // SAFETY: x + 32 <= n, writable.
+        unsafe { _mm256_storeu_si256(out.add(x) as *mut __m256i, bytes) };
+        x = if x + 32 < n && x + 64 > n { n - 32 } else { x + 32 };
+    }
+}
+
+/// The area scaler's horizontal pass over whole blocks of 8 outputs;
+/// returns how many outputs it wrote (a multiple of 8).
+pub(super) fn horizontal_avx2(row: &[u8], taps: &super::area::Taps, out: &mut [u8]) -> usize {
+    let groups = taps.simd_taps / 4;
+    let blocks = out.len().min(taps.simd_starts.len()) / 8;
+    if groups == 0 || blocks == 0 || !has_avx2() || taps.simd_weights.len() < blocks * groups * 32 {
+        return 0;
+    }
+    // Every gather reads 4 bytes at `start + 4 * group`: all must be in `row`.
+    if taps.simd_reach > row.len() || row.len() > i32::MAX as usize {
+        return 0;
+    }
+    // Every shuffle window reads 16 bytes from a start + 4 * group.
+    if taps.simd_shuffle.len() >= blocks * groups * 32 && taps.simd_reach + 16 <= row.len() {
+        // SAFETY: AVX2 is present; windows start at `starts[o] + 4g`, which
+        // with 16 bytes stays below `simd_reach + 16 <= row.len()`; the
+        // mask and weight tables hold `blocks * groups * 32` entries; `out`
+        // holds `blocks * 8` (checked above).
+        unsafe {
+            horizontal_shuffle(
+                row.as_ptr(),
+                &taps.starts,
+                taps.simd_shuffle.as_ptr(),
+                taps.simd_weights.as_ptr(),
+                groups,
+                out.as_mut_ptr(),
+                blocks,
+            )
+        };
+        return blocks * 8;
+    }
+    // SAFETY: AVX2 is present; `blocks * 8` outputs fit in `out`; starts
+    // (non-negative, checked via `reach`) plus `4 * groups` stay inside
+    // `row`; the weight table holds `blocks * groups * 32` entries (checked).
+    unsafe {
+        horizontal_avx2_inner(
+            row.as_ptr(),
+            taps.simd_starts.as_ptr(),
+            taps.simd_weights.as_ptr(),
+            groups,
+            out.as_mut_ptr(),
+            blocks,
+        )
+    };
+    blocks * 8
+}
+
+/// # Safety
+/// AVX2 must be available; for every output `o < 8 * blocks` and group
+/// `g < groups`, `row` must be readable at `starts[o] + 4 * g .. + 4`;
+/// `weights` must hold `blocks * groups * 32` values; `out` must be
+/// writable for `8 * blocks` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn horizontal_avx2_inner(
+    row: *const u8,
+    starts: *const i32,
+    weights: *const i16,
+    groups: usize,
+    out: *mut u8,
+    blocks: usize,
+) {
+    let half = _mm256_set1_epi32(HALF);
+    // hadd leaves outputs as [0 1 4 5 | 2 3 6 7]; this puts them in order.
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for b in 0..blocks {
+        // SAFETY (whole block): indices are within the bounds the caller guarantees.
+        unsafe {
+            let idx = _mm256_loadu_si256(starts.add(b * 8) as *const __m256i);
+            let mut lo = _mm256_setzero_si256();
+            let mut hi = _mm256_setzero_si256();
+            for g in 0..groups {
+                let offset = _mm256_add_epi32(idx, _mm256_set1_epi32(4 * g as i32));
+                // Four consecutive samples for each of the 8 outputs.
+                let px = _mm256_i32gather_epi32::<1>(row as *const i32, offset);
+                let px_lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(px));
+                let px_hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(px));
+                let w = weights.add((b * groups + g) * 32);
+                let w_lo = _mm256_loadu_si256(w as *const __m256i);
+                let w_hi = _mm256_loadu_si256(w.add(16) as *const __m256i);
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px_lo, w_lo));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px_hi, w_hi));
+            }
+            let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
+            let shifted = _mm256_srli_epi32::<14>(_mm256_add_epi32(sums, half));
+            let words = _mm_packus_epi32(_mm256_castsi256_si128(shifted), _mm256_extracti128_si256::<1>(shifted));
+            let bytes = _mm_packus_epi16(words, words);
+            _mm_storel_epi64(out.add(b * 8) as *mut __m128i, bytes);
+        }
+    }
+}
+
+/// The same filter as `horizontal_avx2_inner`, with the 8 outputs' taps
+/// picked out of two 16-byte windows by one byte shuffle instead of a
+/// gather.
+///
+/// # Safety
+/// AVX2 must be available; for every block `b` and group `g`, `row` must
+/// be readable for 16 bytes at `starts[8b] + 4g` and `starts[8b + 4] + 4g`;
+/// `shuffle` and `weights` must hold `blocks * groups * 32` entries;
+/// `out` must be writable for `8 * blocks` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn horizontal_shuffle(
+    row: *const u8,
+    starts: &[usize],
+    shuffle: *const u8,
+    weights: *const i16,
+    groups: usize,
+    out: *mut u8,
+    blocks: usize,
+) {
+    let half = _mm256_set1_epi32(HALF);
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for b in 0..blocks {
+        let (w0, w1) = (starts[b * 8], starts[b * 8 + 4]);
+        // SAFETY (whole block): reads and writes within the caller's bounds.
+        unsafe {
+            let mut lo = _mm256_setzero_si256();
+            let mut hi = _mm256_setzero_si256();
+            for g in 0..groups {
+                let low = _mm_loadu_si128(row.add(w0 + 4 * g) as *const __m128i);
+                let high = _mm_loadu_si128(row.add(w1 + 4 * g) as *const __m128i);
+                let window = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(low), high);
+                let mask = _mm256_loadu_si256(shuffle.add((b * groups + g) * 32) as *const __m256i);
+                let px = _mm256_shuffle_epi8(window, mask);
+                let px_lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(px));
+                let px_hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(px));
+                let w = weights.add((b * groups + g) * 32);
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px_lo, _mm256_loadu_si256(w as *const __m256i)));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px_hi, _mm256_loadu_si256(w.add(16) as *const __m256i)));
+            }
+            let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
+            let shifted = _mm256_srli_epi32::<14>(_mm256_add_epi32(sums, half));
+            let words = _mm_packus_epi32(_mm256_castsi256_si128(shifted), _mm256_extracti128_si256::<1>(shifted));
+            let bytes = _mm_packus_epi16(words, words);
+            _mm_storel_epi64(out.add(b * 8) as *mut __m128i, bytes);
+        }
+    }
+}
+
+const HALF: i32 = 1 << 13;
