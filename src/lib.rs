@@ -5,5 +5,13 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod config;
 pub mod layout;
 pub mod media;
+pub mod peer;
+pub mod pipeline;
+pub mod room;
+pub mod rtp;
+pub mod server;
+pub mod signaling;

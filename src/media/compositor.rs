@@ -106,7 +106,8 @@ impl Compositor {
             self.drawn = None;
             return RenderStats { full: true, ..RenderStats::default() };
         };
-        let assignment = assign(variant, sources, speaker);
+        let ids: Vec<u64> = sources.iter().map(|s| s.id).collect();
+        let assignment = assign(variant, &ids, speaker);
         let slots: Vec<Slot> = assignment
             .iter()
             .map(|&(cell, src)| Slot {
@@ -173,12 +174,7 @@ impl Compositor {
     fn draw_tile(&mut self, layout: &Layout, cell: &Cell, rect: Rect, source: &Source<'_>) {
         let width = self.canvas.width() as u32;
         let background = layout.canvas.background.to_yuv();
-        // Border widths are in layout-canvas pixels; scale them to this view.
-        let border = if cell.border.width == 0 {
-            0
-        } else {
-            ((cell.border.width as u64 * width as u64 / layout.canvas.width.max(1) as u64) as u32).max(2) & !1
-        };
+        let border = border_px(layout, cell, width);
         if border > 0 {
             frame_rect(&mut self.canvas, rect, border, cell.border.color.to_yuv());
         }
@@ -259,24 +255,67 @@ impl Compositor {
     }
 }
 
+/// Border width in pixels of a `width`-wide view: the layout gives it in
+/// its own canvas's pixels.
+fn border_px(layout: &Layout, cell: &Cell, width: u32) -> u32 {
+    if cell.border.width == 0 {
+        0
+    } else {
+        ((cell.border.width as u64 * width as u64 / layout.canvas.width.max(1) as u64) as u32).max(2) & !1
+    }
+}
+
 /// Which source goes in which cell, in drawing (z) order: the speaker (or
 /// the first to join, before anyone has spoken) in the `speaker` cell,
 /// everyone else in join order through the `any` cells.
-fn assign(variant: &Variant, sources: &[Source<'_>], speaker: Option<u64>) -> Vec<(usize, Option<usize>)> {
+fn assign(variant: &Variant, ids: &[u64], speaker: Option<u64>) -> Vec<(usize, Option<usize>)> {
     let speaker_cell = variant.cells.iter().position(|c| c.role == Role::Speaker);
-    let featured = speaker_cell.map(|_| speaker.and_then(|id| sources.iter().position(|s| s.id == id)).unwrap_or(0));
-    let mut rest = (0..sources.len()).filter(|&i| Some(i) != featured);
+    let featured = speaker_cell.map(|_| speaker.and_then(|id| ids.iter().position(|&s| s == id)).unwrap_or(0));
+    let mut rest = (0..ids.len()).filter(|&i| Some(i) != featured);
     let mut out: Vec<(usize, Option<usize>)> = variant
         .cells
         .iter()
         .enumerate()
         .map(|(ci, c)| match c.role {
-            Role::Speaker => (ci, featured.filter(|&i| i < sources.len())),
+            Role::Speaker => (ci, featured.filter(|&i| i < ids.len())),
             Role::Any => (ci, rest.next()),
         })
         .collect();
     out.sort_by_key(|&(ci, _)| variant.cells[ci].z);
     out
+}
+
+/// Where one participant's picture lands on the canvas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The participant's id.
+    pub id: u64,
+    /// The cell.
+    pub cell: Rect,
+    /// The cell inside its border: where the picture is fitted.
+    pub inner: Rect,
+    /// How it is fitted.
+    pub fit: Fit,
+}
+
+/// Where the compositor puts each of `ids` (in join order) on a `width` x
+/// `height` canvas of `layout`, in drawing order. Receivers use it to find
+/// a participant's tile in a composite.
+pub fn placements(layout: &Layout, ids: &[u64], speaker: Option<u64>, width: u32, height: u32) -> Vec<Placement> {
+    let Some((_, variant)) = layout.variant_for(ids.len()) else { return Vec::new() };
+    assign(variant, ids, speaker)
+        .into_iter()
+        .filter_map(|(ci, src)| {
+            let cell = &variant.cells[ci];
+            let rect = cell.rect(width, height);
+            src.map(|i| Placement {
+                id: ids[i],
+                cell: rect,
+                inner: rect.inset(border_px(layout, cell, width)),
+                fit: cell.fit,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

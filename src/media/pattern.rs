@@ -3,10 +3,11 @@
 //!
 //! The pattern is mostly one flat colour (so a tile is easy to recognise in
 //! a composite) with the participant's name, a bar sweeping across its
-//! lower part (so the encoder has motion to code) and, along the top, a
-//! strip of 32 black/white cells: 24 bits of a millisecond timestamp and an
-//! 8-bit check. [`read_stamp`] reads it back from any rectangle showing
-//! the picture, after scaling and two generations of H.264.
+//! lower part (so the encoder has motion to code) and, in the upper middle,
+//! two rows of 16 black/white cells: 24 bits of a millisecond
+//! timestamp and an 8-bit check. [`read_stamp_mapped`] reads it back from
+//! a tile of a composite, after scaling, cropping and two generations of
+//! H.264.
 
 use super::color::{Rgb, Yuv};
 use super::draw::{draw_text, fill_rect, TextStyle};
@@ -44,10 +45,10 @@ pub fn tone_for(i: usize) -> f64 {
     440.0 + 150.0 * (i % 24) as f64
 }
 
-/// Stamp cells across the strip.
-const STAMP_BITS: usize = 32;
+/// Stamp cells per row; two rows make 32 bits.
+const STAMP_COLUMNS: u32 = 16;
 
-/// Height of the stamp strip for a picture `height` rows tall.
+/// Height of one stamp row for a picture `height` rows tall.
 pub fn stamp_height(height: usize) -> usize {
     (height / 12).max(4) & !1
 }
@@ -56,6 +57,20 @@ fn checksum(value: u32) -> u8 {
     let v = value & 0xff_ffff;
     let x = (v ^ (v >> 8) ^ (v >> 16)) as u8;
     x.rotate_left(3) ^ 0x5a
+}
+
+/// Where stamp bit `bit` sits in a `w` x `h` picture: two rows across the
+/// middle half of the width, starting a fifth of the way down. A centre
+/// crop to another aspect ratio (a `cover` tile) keeps all of it unless it
+/// cuts more than a fifth off the top or a quarter off a side; the centre
+/// of the picture stays the pattern's colour.
+fn stamp_cell(bit: u32, w: u32, h: u32) -> Rect {
+    let (row, col) = (bit / STAMP_COLUMNS, bit % STAMP_COLUMNS);
+    let sh = stamp_height(h as usize) as u32;
+    let top = (h / 5) & !1;
+    let x0 = w / 4 + col * (w / 2) / STAMP_COLUMNS;
+    let x1 = w / 4 + (col + 1) * (w / 2) / STAMP_COLUMNS;
+    Rect { x: x0 & !1, y: top + row * sh, w: (x1 & !1) - (x0 & !1), h: sh }
 }
 
 /// Generates the moving test pattern, reusing one frame.
@@ -89,7 +104,8 @@ impl TestPattern {
         fill_rect(&mut self.frame, band, Yuv { y: 235, u: 128, v: 128 });
         let scale = (h / 120).max(1);
         let sh = stamp_height(h as usize) as u32;
-        draw_text(&mut self.frame, 4 * scale, sh + 4 * scale, &self.name, TextStyle::white(scale, true), full);
+        let _ = sh;
+        draw_text(&mut self.frame, 4 * scale, 4 * scale, &self.name, TextStyle::white(scale, true), full);
         write_stamp(&mut self.frame, stamp);
         self.frame.pts = std::time::Duration::from_millis(t_ms);
         self.frame.as_frame()
@@ -101,48 +117,60 @@ impl TestPattern {
     }
 }
 
-/// Paints the 32-cell stamp strip for `value` (its low 24 bits) at the top.
+/// Paints the stamp for `value` (its low 24 bits, plus an 8-bit check).
 pub fn write_stamp(frame: &mut VideoFrame, value: u32) {
-    let (w, h) = (frame.width() as u32, frame.height());
-    let sh = stamp_height(h) as u32;
+    let (w, h) = (frame.width() as u32, frame.height() as u32);
     let word = (value & 0xff_ffff) << 8 | checksum(value) as u32;
-    for bit in 0..STAMP_BITS as u32 {
-        let x0 = (bit * w / STAMP_BITS as u32) & !1;
-        let x1 = ((bit + 1) * w / STAMP_BITS as u32) & !1;
+    for bit in 0..32 {
         let on = word >> (31 - bit) & 1 == 1;
         let y = if on { 235 } else { 16 };
-        fill_rect(frame, Rect { x: x0, y: 0, w: x1 - x0, h: sh }, Yuv { y, u: 128, v: 128 });
+        fill_rect(frame, stamp_cell(bit, w, h), Yuv { y, u: 128, v: 128 });
     }
 }
 
-/// Reads the stamp from the picture shown in `area` of `frame` (the whole
-/// frame, or a tile of a composite). `None` if it is not there or the
-/// check fails.
+/// Reads the stamp of a picture drawn whole into `area` of `frame`.
 pub fn read_stamp(frame: &FrameRef<'_>, area: Rect) -> Option<u32> {
-    let sh = stamp_height(area.h as usize) as u32;
-    if area.w < STAMP_BITS as u32 * 2
-        || sh < 4
-        || area.right() as usize > frame.width()
-        || area.bottom() as usize > frame.height()
+    read_stamp_mapped(frame, area, Rect { x: 0, y: 0, w: area.w, h: area.h }, area.w, area.h)
+}
+
+/// Reads the stamp of a `src_w` x `src_h` picture whose `crop` part was
+/// scaled into `dst` of `frame` (what the compositor does with a tile).
+/// `None` if a cell is not visible or the check fails.
+pub fn read_stamp_mapped(frame: &FrameRef<'_>, dst: Rect, crop: Rect, src_w: u32, src_h: u32) -> Option<u32> {
+    if dst.is_empty()
+        || crop.is_empty()
+        || dst.right() as usize > frame.width()
+        || dst.bottom() as usize > frame.height()
     {
         return None;
     }
+    let (sx, sy) = (dst.w as f64 / crop.w as f64, dst.h as f64 / crop.h as f64);
     let mut word = 0u32;
-    for bit in 0..STAMP_BITS as u32 {
-        let x0 = area.x + bit * area.w / STAMP_BITS as u32;
-        let x1 = area.x + (bit + 1) * area.w / STAMP_BITS as u32;
-        let cw = x1 - x0;
-        // The middle half of the cell, away from blurred edges.
-        let (sx, sw) = (x0 + cw / 4, (cw / 2).max(1));
-        let (sy, shh) = (area.y + sh / 4, (sh / 2).max(1));
-        let mut sum = 0u32;
-        for y in sy..sy + shh {
-            for x in sx..sx + sw {
-                sum += frame.y.at(x as usize, y as usize) as u32;
+    for bit in 0..32 {
+        let c = stamp_cell(bit, src_w, src_h);
+        // The middle half of the cell, away from blurred edges, in source
+        // coordinates, then onto the canvas.
+        let (x0, x1) = (c.x as f64 + c.w as f64 / 4.0, c.x as f64 + c.w as f64 * 3.0 / 4.0);
+        let (y0, y1) = (c.y as f64 + c.h as f64 / 4.0, c.y as f64 + c.h as f64 * 3.0 / 4.0);
+        if x0 < crop.x as f64 || x1 > crop.right() as f64 || y0 < crop.y as f64 || y1 > crop.bottom() as f64 {
+            return None;
+        }
+        let map_x = |x: f64| (dst.x as f64 + (x - crop.x as f64) * sx) as usize;
+        let map_y = |y: f64| (dst.y as f64 + (y - crop.y as f64) * sy) as usize;
+        let (ax, bx) = (map_x(x0), map_x(x1).max(map_x(x0) + 1));
+        let (ay, by) = (map_y(y0), map_y(y1).max(map_y(y0) + 1));
+        let mut sum = 0u64;
+        let mut n = 0u64;
+        for y in ay..by.min(frame.height()) {
+            for x in ax..bx.min(frame.width()) {
+                sum += frame.y.at(x, y) as u64;
+                n += 1;
             }
         }
-        let mean = sum / (sw * shh);
-        word = word << 1 | u32::from(mean > 125);
+        if n == 0 {
+            return None;
+        }
+        word = word << 1 | u32::from(sum / n > 125);
     }
     let value = word >> 8;
     (checksum(value) == (word & 0xff) as u8).then_some(value)
@@ -187,6 +215,49 @@ mod tests {
         let flat = VideoFrame::new(320, 240, Rgb::new(128, 128, 128).to_yuv()).unwrap();
         assert_eq!(read_stamp(&flat.as_frame(), Rect { x: 0, y: 0, w: 320, h: 240 }), None);
         assert_eq!(read_stamp(&flat.as_frame(), Rect { x: 300, y: 0, w: 320, h: 240 }), None);
+    }
+
+    #[test]
+    fn stamp_survives_composition_scaling_cropping_and_coding() {
+        use crate::layout::{fit_rect, Layout};
+        use crate::media::compositor::{placements, Compositor, Source};
+        use crate::media::h264::{H264Config, H264Decoder, H264Encoder};
+        use std::sync::Arc;
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("layouts");
+        for (layout, n, (sw, sh)) in [
+            ("grid", 6, (640, 360)),
+            ("grid", 9, (640, 360)),
+            ("speaker", 5, (640, 360)),
+            ("grid", 2, (640, 360)),
+            ("grid", 4, (320, 240)),
+            ("grid", 6, (320, 240)),
+        ] {
+            let layout = Arc::new(Layout::load(dir.join(format!("{layout}.toml"))).unwrap());
+            let mut patterns: Vec<TestPattern> =
+                (0..n).map(|i| TestPattern::new(sw, sh, palette(i), "p").unwrap()).collect();
+            let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+            for (i, p) in patterns.iter_mut().enumerate() {
+                p.render(0, 1000 + i as u32);
+            }
+            let sources: Vec<Source<'_>> = patterns
+                .iter()
+                .zip(&names)
+                .enumerate()
+                .map(|(i, (p, name))| Source { id: i as u64, name, frame: Some(p.frame().as_frame()), generation: 1 })
+                .collect();
+            let mut comp = Compositor::new(640, 360).unwrap();
+            comp.render(&layout, &sources, None);
+            let mut enc = H264Encoder::new(H264Config::new(640, 360, 15, 800_000)).unwrap();
+            let unit = enc.encode(&comp.canvas().as_frame(), std::time::Duration::ZERO).unwrap().unwrap().data.to_vec();
+            let mut dec = H264Decoder::new().unwrap();
+            let decoded = dec.decode(&unit).unwrap().unwrap();
+            let ids: Vec<u64> = (0..n as u64).collect();
+            for p in placements(&layout, &ids, None, 640, 360) {
+                let (dst, crop) = fit_rect(p.inner, sw as u32, sh as u32, p.fit == crate::layout::Fit::Contain);
+                let got = read_stamp_mapped(&decoded.frame(), dst, crop, sw as u32, sh as u32);
+                assert_eq!(got, Some(1000 + p.id as u32), "{} with {n}: tile {}", layout.name, p.id);
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,589 @@
+//! `tessera client`: the capture client. It joins a room over the same
+//! signaling any client uses, sends a test pattern (or a file) and a tone,
+//! receives the composite and the mix, records them if asked, and measures
+//! what a user would notice: frames decoded, bitrate, join time, and the
+//! latency from capture to display through the server.
+//!
+//! [`Client`] is also what the integration tests drive, and `--count N`
+//! runs N of them in one process as a load generator.
+
+pub mod receive;
+pub mod source;
+
+use crate::layout::Layout;
+use crate::peer::{self, PeerEvent, PeerOptions};
+use crate::pipeline::decode::VideoDecoder;
+use crate::signaling::link::{Link, LinkEvent, LinkOptions};
+use crate::signaling::protocol::{Candidate, RoomState, Topics};
+use receive::{CompositeSink, Received, TileMap, VideoRecorder};
+use rtc::media::Sample;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use serde::Deserialize;
+use source::{AudioSource, Encoded, MediaThread, SendSettings, VideoSource};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
+
+/// How the client takes part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientRole {
+    /// Send and receive (`sendrecv`).
+    Participant,
+    /// Receive only (`recvonly`): a display.
+    Viewer,
+    /// Send only (`sendonly`): a camera.
+    Source,
+}
+
+/// Everything a client needs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Broker URL.
+    pub url: String,
+    /// CA file for mqtts.
+    pub ca_file: Option<PathBuf>,
+    /// Topic root.
+    pub topic_root: String,
+    /// Room id.
+    pub room: String,
+    /// Peer id (also the MQTT client id).
+    pub peer: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Role.
+    pub role: ClientRole,
+    /// What to send.
+    pub send: SendSettings,
+    /// Downstream size to ask for.
+    pub view: Option<(u32, u32)>,
+    /// Record the composite (.y4m decoded or .h264 as received).
+    pub record_video: Option<PathBuf>,
+    /// Record the mix (.wav).
+    pub record_audio: Option<PathBuf>,
+    /// Layout files (to find this process's tiles for latency).
+    pub layouts: PathBuf,
+    /// Peer connection settings.
+    pub peer_options: PeerOptions,
+}
+
+impl ClientOptions {
+    /// A participant in `room` as `peer`, sending a 320x240 pattern at 15 fps
+    /// and a tone, through the broker at `url`.
+    pub fn new(url: &str, room: &str, peer: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            ca_file: None,
+            topic_root: "tessera".into(),
+            room: room.to_owned(),
+            peer: peer.to_owned(),
+            name: None,
+            role: ClientRole::Participant,
+            send: SendSettings {
+                video: VideoSource::Pattern(crate::media::pattern::palette(0)),
+                audio: AudioSource::Tone(440.0),
+                width: 320,
+                height: 240,
+                fps: 15,
+                bitrate: 300_000,
+                name: peer.to_owned(),
+            },
+            view: None,
+            record_video: None,
+            record_audio: None,
+            layouts: PathBuf::from("layouts"),
+            peer_options: PeerOptions::default(),
+        }
+    }
+}
+
+/// Errors joining.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Signaling failed.
+    #[error(transparent)]
+    Link(#[from] crate::signaling::link::LinkError),
+    /// The broker did not answer.
+    #[error("broker {0} not reachable")]
+    Unreachable(String),
+    /// WebRTC refused.
+    #[error(transparent)]
+    Peer(#[from] peer::PeerError),
+    /// WebRTC refused.
+    #[error("webrtc: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    /// A source could not be opened.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// A recording file could not be created.
+    #[error("recording: {0}")]
+    Record(std::io::Error),
+    /// Something that should not happen.
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+/// A message the server sent this client, other than answer and candidates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// `{"type":"error",...}`.
+    Error {
+        /// Code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// `{"type":"bye",...}`.
+    Bye {
+        /// Reason.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Incoming {
+    Answer { sdp: String },
+    Candidate(Candidate),
+    Error { code: String, message: String },
+    Bye { reason: String },
+}
+
+struct Shared {
+    received: Arc<Received>,
+    notices: Mutex<Vec<Notice>>,
+    state: watch::Sender<Option<RoomState>>,
+    connected: watch::Sender<bool>,
+    answered: Mutex<Option<Instant>>,
+    offered: Instant,
+    layouts: Mutex<BTreeMap<String, Option<Arc<Layout>>>>,
+    layouts_dir: PathBuf,
+}
+
+/// A joined client.
+pub struct Client {
+    peer: String,
+    room: String,
+    topics: Topics,
+    link: Link,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+    media: Arc<Mutex<Option<MediaThread>>>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+/// A snapshot of what a client received.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Composite frames decoded.
+    pub frames: u64,
+    /// Video payload bytes received.
+    pub video_bytes: u64,
+    /// Audio packets received.
+    pub audio_packets: u64,
+    /// Offer sent to first composite frame decoded.
+    pub join_time: Option<Duration>,
+    /// Offer sent to answer received.
+    pub answer_time: Option<Duration>,
+}
+
+impl Client {
+    /// Connects to the broker, offers, and starts media; returns once the
+    /// offer is sent (see [`Client::wait_connected`]).
+    pub async fn join(o: ClientOptions) -> Result<Client, ClientError> {
+        let topics = Topics::new(o.topic_root.clone());
+        let in_topic = topics.peer_in(&o.room, &o.peer);
+        let (link, mut link_events) = Link::connect(LinkOptions {
+            url: o.url.clone(),
+            client_id: o.peer.clone(),
+            ca_file: o.ca_file.clone(),
+            will: Some((in_topic.clone(), br#"{"type":"leave"}"#.to_vec(), false)),
+            subscriptions: vec![topics.peer_out(&o.room, &o.peer), topics.state(&o.room)],
+            announce: vec![],
+            keep_alive: Duration::from_secs(5),
+        })?;
+        if !link.ready(Duration::from_secs(10)).await {
+            link.kill();
+            return Err(ClientError::Unreachable(o.url.clone()));
+        }
+        let (pev_tx, mut pev_rx) = mpsc::unbounded_channel();
+        let pc = peer::build_peer(&o.peer_options, pev_tx).await?;
+
+        // Tracks for the role: send what we have, receive what we may.
+        let sends = o.role != ClientRole::Viewer;
+        let receives = o.role != ClientRole::Source;
+        let has_video = sends && !matches!(o.send.video, VideoSource::None);
+        let has_audio = sends && !matches!(o.send.audio, AudioSource::None);
+        let mut video_out = None;
+        let mut audio_out = None;
+        for (kind, has) in [(RtpCodecKind::Video, has_video), (RtpCodecKind::Audio, has_audio)] {
+            if has {
+                let ssrc = peer::random_ssrc();
+                let track = peer::local_track(kind, &format!("{}-{kind}", o.peer), ssrc)?;
+                let direction =
+                    if receives { RTCRtpTransceiverDirection::Sendrecv } else { RTCRtpTransceiverDirection::Sendonly };
+                let transceiver = pc
+                    .add_transceiver_from_track(
+                        track.clone() as Arc<dyn TrackLocal>,
+                        Some(RTCRtpTransceiverInit { direction, ..Default::default() }),
+                    )
+                    .await?;
+                let sender =
+                    transceiver.sender().await?.ok_or(ClientError::Internal("transceiver without a sender"))?;
+                match kind {
+                    RtpCodecKind::Video => video_out = Some((track, ssrc, sender)),
+                    _ => audio_out = Some((track, ssrc, sender)),
+                }
+            } else if receives {
+                let init =
+                    RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+                pc.add_transceiver_from_kind(kind, Some(init)).await?;
+            }
+        }
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer.clone()).await?;
+
+        let received = Received::new();
+        let (state_tx, _) = watch::channel(None);
+        let (connected_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            received: received.clone(),
+            notices: Mutex::new(Vec::new()),
+            state: state_tx,
+            connected: connected_tx,
+            answered: Mutex::new(None),
+            offered: Instant::now(),
+            layouts: Mutex::new(BTreeMap::new()),
+            layouts_dir: o.layouts.clone(),
+        });
+        let mut offer_msg = serde_json::json!({"type": "offer", "sdp": offer.sdp});
+        if let Some(name) = &o.name {
+            offer_msg["name"] = name.clone().into();
+        }
+        if let Some((w, h)) = o.view {
+            offer_msg["view"] = serde_json::json!({"width": w, "height": h});
+        }
+        link.publish(&in_topic, serde_json::to_vec(&offer_msg).unwrap_or_default(), false).await?;
+
+        let recorder = match &o.record_video {
+            Some(path) => Some(VideoRecorder::create(path, 30).map_err(ClientError::Record)?),
+            None => None,
+        };
+        let audio_rx_thread = if receives {
+            Some(
+                receive::spawn_audio(received.clone(), o.record_audio.clone(), format!("recv-audio-{}", o.peer))
+                    .map_err(ClientError::Record)?,
+            )
+        } else {
+            None
+        };
+        let media: Arc<Mutex<Option<MediaThread>>> = Arc::new(Mutex::new(None));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = {
+            let (pc, link, shared, media, o, stop) =
+                (pc.clone(), link.clone(), shared.clone(), media.clone(), o.clone(), stop.clone());
+            let mut recorder = recorder;
+            let span = tracing::info_span!("client", room = %o.room, peer = %o.peer);
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let mut remote_set = false;
+                    let mut connected = false;
+                    let mut pending_start: Option<(Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>)> =
+                        None;
+                    let mut queued: Vec<Candidate> = Vec::new();
+                    let mut tasks = Vec::new();
+                    loop {
+                        tokio::select! {
+                            _ = stop.notified() => break,
+                            ev = link_events.recv() => {
+                                let Some(ev) = ev else { break };
+                                let LinkEvent::Message { topic, payload } = ev else { continue };
+                                if topic.ends_with("/state") {
+                                    shared.set_state(&payload);
+                                    continue;
+                                }
+                                match serde_json::from_slice::<Incoming>(&payload) {
+                                    Ok(Incoming::Answer { sdp }) => {
+                                        *shared.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                                        let applied = match RTCSessionDescription::answer(sdp) {
+                                            Ok(a) => pc.set_remote_description(a).await,
+                                            Err(e) => Err(e),
+                                        };
+                                        if let Err(e) = applied {
+                                            tracing::warn!(error = %e, "answer refused");
+                                            shared.notice(Notice::Error { code: "bad-answer".into(), message: e.to_string() });
+                                            continue;
+                                        }
+                                        remote_set = true;
+                                        for c in queued.drain(..) {
+                                            let _ = pc.add_ice_candidate(peer::to_init(&c)).await;
+                                        }
+                                        // Writers now that payload types are known; the
+                                        // sources start once connected (packets before
+                                        // DTLS is up are dropped, the first keyframe too).
+                                        let video = match &video_out { Some((t, s, snd)) => writer(t.clone(), *s, snd).await, None => None };
+                                        let audio = match &audio_out { Some((t, s, snd)) => writer(t.clone(), *s, snd).await, None => None };
+                                        pending_start = Some((video.as_ref().map(|v| v.0.clone()), audio.as_ref().map(|a| a.0.clone())));
+                                        tasks.extend(video.map(|v| v.1));
+                                        tasks.extend(audio.map(|a| a.1));
+                                        if connected {
+                                            start_sources(&o, pending_start.take(), &video_out, &media, &shared, &mut tasks);
+                                        }
+                                    }
+                                    Ok(Incoming::Candidate(c)) => {
+                                        if c.is_end() { continue; }
+                                        if remote_set { let _ = pc.add_ice_candidate(peer::to_init(&c)).await; } else { queued.push(c); }
+                                    }
+                                    Ok(Incoming::Error { code, message }) => {
+                                        tracing::warn!(%code, %message, "server refused");
+                                        shared.notice(Notice::Error { code, message });
+                                    }
+                                    Ok(Incoming::Bye { reason }) => {
+                                        tracing::info!(%reason, "server ended the session");
+                                        shared.notice(Notice::Bye { reason });
+                                        break;
+                                    }
+                                    Err(e) => tracing::debug!(error = %e, "unreadable message"),
+                                }
+                            }
+                            ev = pev_rx.recv() => match ev {
+                                Some(PeerEvent::Candidate(c)) => {
+                                    let msg = serde_json::json!({"type": "candidate", "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_m_line_index});
+                                    let _ = link.publish(&in_topic, serde_json::to_vec(&msg).unwrap_or_default(), false).await;
+                                }
+                                Some(PeerEvent::GatheringComplete) => {}
+                                Some(PeerEvent::State(s)) => {
+                                    tracing::debug!(state = %s, "connection state");
+                                    connected = s == RTCPeerConnectionState::Connected;
+                                    let _ = shared.connected.send(connected);
+                                    if connected && pending_start.is_some() {
+                                        start_sources(&o, pending_start.take(), &video_out, &media, &shared, &mut tasks);
+                                    }
+                                    if s == RTCPeerConnectionState::Failed { break; }
+                                }
+                                Some(PeerEvent::Track(track)) => {
+                                    let received = shared.received.clone();
+                                    match track.kind().await {
+                                        RtpCodecKind::Video => {
+                                            let sink = CompositeSink { received: received.clone(), recorder: recorder.take() };
+                                            match VideoDecoder::spawn(format!("recv-video-{}", o.peer), sink) {
+                                                Ok(decoder) => tasks.push(tokio::spawn(async move {
+                                                    peer::receive::read_h264(track, decoder, |n| { received.video_bytes.fetch_add(n as u64, Ordering::Relaxed); }).await;
+                                                })),
+                                                Err(e) => tracing::warn!(error = %e, "cannot start decoder"),
+                                            }
+                                        }
+                                        RtpCodecKind::Audio => {
+                                            if let Some(tx) = audio_rx_thread.clone() {
+                                                tasks.push(tokio::spawn(peer::receive::read_opus(track, move |_, p| { let _ = tx.try_send(p); })));
+                                            }
+                                        }
+                                        _ => {}
+                                    }
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    media.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let _ = pc.close().await;
+                    // Readers end with the connection; their decoders flush recordings.
+                    for t in tasks {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+                    }
+                    let _ = shared.connected.send(false);
+                },
+                span,
+            ))
+        };
+        Ok(Client { peer: o.peer, room: o.room, topics, link, pc, shared, task, media, stop })
+    }
+
+    /// Peer id.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Waits until the connection is up (or `limit` passes).
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut rx = self.shared.connected.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// What was received so far.
+    pub fn stats(&self) -> Stats {
+        let r = &self.shared.received;
+        let answered = *self.shared.answered.lock().unwrap_or_else(|e| e.into_inner());
+        Stats {
+            frames: r.frames.load(Ordering::Relaxed),
+            video_bytes: r.video_bytes.load(Ordering::Relaxed),
+            audio_packets: r.audio_packets.load(Ordering::Relaxed),
+            join_time: r.first_frame.get().map(|t| t.duration_since(self.shared.offered)),
+            answer_time: answered.map(|t| t.duration_since(self.shared.offered)),
+        }
+    }
+
+    /// The latest composite picture decoded.
+    pub fn latest_frame(&self) -> Option<crate::pipeline::slot::Latest> {
+        self.shared.received.slot.latest()
+    }
+
+    /// The last `n` samples of the mix.
+    pub fn recent_audio(&self, n: usize) -> Vec<f32> {
+        self.shared.received.recent_audio(n)
+    }
+
+    /// Takes the latency samples (ms) measured so far.
+    pub fn take_latencies(&self) -> Vec<u32> {
+        self.shared.received.take_latencies()
+    }
+
+    /// The room state last published.
+    pub fn room_state(&self) -> Option<RoomState> {
+        self.shared.state.borrow().clone()
+    }
+
+    /// Watches the room state.
+    pub fn watch_state(&self) -> watch::Receiver<Option<RoomState>> {
+        self.shared.state.subscribe()
+    }
+
+    /// Errors and byes received.
+    pub fn notices(&self) -> Vec<Notice> {
+        self.shared.notices.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The broker link (tests publish through it).
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Leaves cleanly: `leave`, then closes everything.
+    pub async fn leave(self) {
+        let topic = self.topics.peer_in(&self.room, &self.peer);
+        let _ = self.link.publish(&topic, br#"{"type":"leave"}"#.to_vec(), false).await;
+        self.finish(false).await;
+    }
+
+    /// Disappears without a word (the MQTT connection drops; the broker
+    /// publishes the last will).
+    pub async fn vanish(self) {
+        self.finish(true).await;
+    }
+
+    async fn finish(self, crash: bool) {
+        receive::unregister_local(&self.peer);
+        self.media.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.stop.notify_one();
+        let _ = self.pc.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if crash {
+            self.link.kill();
+        } else {
+            self.link.close().await;
+        }
+    }
+}
+
+impl Shared {
+    fn notice(&self, n: Notice) {
+        self.notices.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+    }
+
+    fn set_state(&self, payload: &[u8]) {
+        if payload.is_empty() {
+            let _ = self.state.send(None);
+            return;
+        }
+        let Ok(state) = serde_json::from_slice::<RoomState>(payload) else { return };
+        let layout = {
+            let mut cache = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .entry(state.layout.clone())
+                .or_insert_with(|| {
+                    let (all, _) = crate::layout::load_dir(&self.layouts_dir);
+                    all.get(&state.layout).cloned()
+                })
+                .clone()
+        };
+        let map = layout.map(|layout| TileMap {
+            layout,
+            peers: state.participants.iter().filter(|p| p.role != "viewer").map(|p| p.peer.clone()).collect(),
+            speaker: state.speaker.clone(),
+        });
+        *self.received.tiles.lock().unwrap_or_else(|e| e.into_inner()) = map;
+        let _ = self.state.send(Some(state));
+    }
+}
+
+type Outgoing = Option<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>)>;
+
+/// Starts the media thread feeding the writers, and the listener for the
+/// server's keyframe requests.
+fn start_sources(
+    o: &ClientOptions,
+    writers: Option<(Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>)>,
+    video_out: &Outgoing,
+    media: &Mutex<Option<MediaThread>>,
+    shared: &Shared,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    let Some((video_tx, audio_tx)) = writers else { return };
+    let has_video = video_tx.is_some();
+    let mut settings = o.send.clone();
+    if let Some(name) = &o.name {
+        settings.name = name.clone();
+    }
+    match source::spawn(&settings, video_tx, audio_tx, format!("send-{}", o.peer)) {
+        Ok(thread) => {
+            if has_video {
+                receive::register_local(&o.peer, (settings.width, settings.height));
+            }
+            if let Some((track, _, _)) = video_out {
+                tasks.push(tokio::spawn(keyframe_requests(track.clone(), thread.keyframe.clone())));
+            }
+            *media.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start sources");
+            shared.notice(Notice::Error { code: "source".into(), message: e.to_string() });
+        }
+    }
+}
+
+/// Starts a writer task for a sending track once its payload type is known.
+async fn writer(
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: &Arc<dyn RtpSender>,
+) -> Option<(mpsc::Sender<Encoded>, tokio::task::JoinHandle<()>)> {
+    let pt = sender.get_parameters().await.ok()?.rtp_parameters.codecs.first()?.payload_type;
+    let (tx, mut rx) = mpsc::channel::<Encoded>(32);
+    let task = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let sample = Sample { data: e.data, duration: e.duration, ..Sample::new(Instant::now()) };
+            if track.sample_writer(ssrc, pt).write_sample(&sample).await.is_err() {
+                break;
+            }
+        }
+    });
+    Some((tx, task))
+}
+
+/// Turns PLI/FIR from the server into a forced keyframe.
+async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, flag: Arc<std::sync::atomic::AtomicBool>) {
+    while let Some(ev) = track.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
+            if packets.iter().any(peer::keyframe::is_keyframe_request) {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! What the capture client sends: a test pattern, a Y4M file or nothing
+//! for video; a tone, a WAV file, silence or nothing for audio. One media
+//! thread per client produces and encodes both on their own clocks.
+
+use crate::media::color::Rgb;
+use crate::media::frame::{AudioFrame, FrameRef, PlaneRef, VideoFrame, AUDIO_FRAME, SAMPLES_PER_FRAME};
+use crate::media::h264::{H264Config, H264Encoder};
+use crate::media::opus::OpusEncoder;
+use crate::media::pattern::{write_stamp, TestPattern, Tone};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Video to send.
+#[derive(Clone, Debug)]
+pub enum VideoSource {
+    /// The moving test pattern in this colour.
+    Pattern(Rgb),
+    /// A Y4M file (4:2:0, 8-bit), looped; stamped like the pattern.
+    Y4m(PathBuf),
+    /// No video.
+    None,
+}
+
+/// Audio to send.
+#[derive(Clone, Debug)]
+pub enum AudioSource {
+    /// A sine tone at this frequency.
+    Tone(f64),
+    /// A WAV file (48 kHz, 16-bit or float, mono or stereo), looped.
+    Wav(PathBuf),
+    /// Digital silence (still sent, so the server sees audio).
+    Silence,
+    /// No audio.
+    None,
+}
+
+/// Errors opening a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened or read.
+    #[error("{0}: {1}")]
+    File(PathBuf, String),
+    /// A codec refused its settings.
+    #[error("{0}")]
+    Codec(String),
+}
+
+/// Milliseconds on the process clock, for stamps (every client in one
+/// process shares it, so any of their tiles gives a latency).
+pub fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// An encoded sample on its way to a track.
+pub struct Encoded {
+    /// The payload.
+    pub data: Bytes,
+    /// Its duration (the RTP timestamp step).
+    pub duration: Duration,
+}
+
+/// Settings of the send side.
+#[derive(Clone, Debug)]
+pub struct SendSettings {
+    /// Video source.
+    pub video: VideoSource,
+    /// Audio source.
+    pub audio: AudioSource,
+    /// Picture size for the pattern.
+    pub width: u32,
+    /// Picture size for the pattern.
+    pub height: u32,
+    /// Frame rate.
+    pub fps: u32,
+    /// Video bitrate.
+    pub bitrate: u32,
+    /// Name drawn on the pattern.
+    pub name: String,
+}
+
+struct Y4mLoop {
+    path: PathBuf,
+    decoder: y4m::Decoder<std::io::BufReader<std::fs::File>>,
+    frame: VideoFrame,
+}
+
+impl Y4mLoop {
+    fn open(path: &Path) -> Result<Self, SourceError> {
+        let err = |e: String| SourceError::File(path.to_path_buf(), e);
+        let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let decoder = y4m::Decoder::new(std::io::BufReader::new(file)).map_err(|e| err(format!("{e:?}")))?;
+        if decoder.get_bit_depth() != 8
+            || !matches!(
+                decoder.get_colorspace(),
+                y4m::Colorspace::C420
+                    | y4m::Colorspace::C420jpeg
+                    | y4m::Colorspace::C420paldv
+                    | y4m::Colorspace::C420mpeg2
+            )
+        {
+            return Err(err("only 8-bit 4:2:0 Y4M is supported".into()));
+        }
+        let (w, h) = (decoder.get_width(), decoder.get_height());
+        if w % 2 != 0 || h % 2 != 0 || w < 16 || h < 16 {
+            return Err(err(format!("{w}x{h}: width and height must be even and at least 16")));
+        }
+        let frame = VideoFrame::new(w, h, Default::default()).map_err(|e| err(e.to_string()))?;
+        Ok(Self { path: path.to_path_buf(), decoder, frame })
+    }
+
+    fn next(&mut self) -> Result<&mut VideoFrame, SourceError> {
+        let (w, h) = (self.frame.width(), self.frame.height());
+        let picture = match self.decoder.read_frame() {
+            Ok(f) => f,
+            Err(y4m::Error::EOF) => {
+                *self = Self::open(&self.path.clone())?;
+                self.decoder.read_frame().map_err(|e| SourceError::File(self.path.clone(), format!("{e:?}")))?
+            }
+            Err(e) => return Err(SourceError::File(self.path.clone(), format!("{e:?}"))),
+        };
+        let planes = (picture.get_y_plane(), picture.get_u_plane(), picture.get_v_plane());
+        let bad = |e: crate::media::frame::FrameError| SourceError::File(self.path.clone(), e.to_string());
+        let frame = FrameRef::new(
+            PlaneRef::new(planes.0, w, h, w).map_err(bad)?,
+            PlaneRef::new(planes.1, w / 2, h / 2, w / 2).map_err(bad)?,
+            PlaneRef::new(planes.2, w / 2, h / 2, w / 2).map_err(bad)?,
+        )
+        .map_err(bad)?;
+        self.frame.copy_from(&frame).map_err(bad)?;
+        Ok(&mut self.frame)
+    }
+}
+
+struct WavLoop {
+    samples: Vec<f32>,
+    at: usize,
+}
+
+impl WavLoop {
+    fn open(path: &Path) -> Result<Self, SourceError> {
+        let err = |e: String| SourceError::File(path.to_path_buf(), e);
+        let reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
+        let spec = reader.spec();
+        if spec.sample_rate != 48_000 {
+            return Err(err(format!("{} Hz; tessera needs 48000 Hz", spec.sample_rate)));
+        }
+        let channels = spec.channels.max(1) as usize;
+        let interleaved: Vec<f32> = match spec.sample_format {
+            hound::SampleFormat::Float => {
+                reader.into_samples::<f32>().collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?
+            }
+            hound::SampleFormat::Int => {
+                let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+                reader
+                    .into_samples::<i32>()
+                    .map(|s| s.map(|v| v as f32 * scale))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| err(e.to_string()))?
+            }
+        };
+        let samples: Vec<f32> = interleaved.chunks(channels).map(|c| c.iter().sum::<f32>() / channels as f32).collect();
+        if samples.is_empty() {
+            return Err(err("no samples".into()));
+        }
+        Ok(Self { samples, at: 0 })
+    }
+
+    fn next(&mut self, out: &mut AudioFrame) {
+        for s in out.samples.iter_mut() {
+            *s = self.samples[self.at];
+            self.at = (self.at + 1) % self.samples.len();
+        }
+    }
+}
+
+enum Video {
+    Pattern(TestPattern),
+    File(Y4mLoop),
+}
+
+enum Audio {
+    Tone(Tone),
+    File(WavLoop),
+    Silence,
+}
+
+/// Handle of a running media thread; dropping it stops the thread.
+pub struct MediaThread {
+    stop: Arc<AtomicBool>,
+    /// Set to make the next video frame a keyframe.
+    pub keyframe: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MediaThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Opens the sources and starts producing encoded samples on `video_tx`
+/// and `audio_tx` (either may be absent).
+pub fn spawn(
+    settings: &SendSettings,
+    video_tx: Option<mpsc::Sender<Encoded>>,
+    audio_tx: Option<mpsc::Sender<Encoded>>,
+    thread_name: String,
+) -> Result<MediaThread, SourceError> {
+    let video = match (&settings.video, &video_tx) {
+        (_, None) | (VideoSource::None, _) => None,
+        (VideoSource::Pattern(color), Some(_)) => Some(Video::Pattern(
+            TestPattern::new(settings.width as usize, settings.height as usize, *color, &settings.name)
+                .map_err(|e| SourceError::Codec(e.to_string()))?,
+        )),
+        (VideoSource::Y4m(path), Some(_)) => Some(Video::File(Y4mLoop::open(path)?)),
+    };
+    let audio = match (&settings.audio, &audio_tx) {
+        (_, None) | (AudioSource::None, _) => None,
+        (AudioSource::Tone(f), Some(_)) => Some(Audio::Tone(Tone::new(*f, 0.25))),
+        (AudioSource::Wav(path), Some(_)) => Some(Audio::File(WavLoop::open(path)?)),
+        (AudioSource::Silence, Some(_)) => Some(Audio::Silence),
+    };
+    let (vw, vh) = match &video {
+        Some(Video::File(f)) => (f.frame.width() as u32, f.frame.height() as u32),
+        _ => (settings.width, settings.height),
+    };
+    let encoder = match &video {
+        Some(_) => Some(
+            H264Encoder::new(H264Config::new(vw, vh, settings.fps, settings.bitrate))
+                .map_err(|e| SourceError::Codec(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let opus = match &audio {
+        Some(_) => Some(OpusEncoder::new(32_000).map_err(|e| SourceError::Codec(e.to_string()))?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let keyframe = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        video,
+        audio,
+        encoder,
+        opus,
+        video_tx,
+        audio_tx,
+        fps: settings.fps.max(1),
+        stop: stop.clone(),
+        keyframe: keyframe.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || worker.run())
+        .map_err(|e| SourceError::Codec(e.to_string()))?;
+    Ok(MediaThread { stop, keyframe, thread: Some(thread) })
+}
+
+struct Worker {
+    video: Option<Video>,
+    audio: Option<Audio>,
+    encoder: Option<H264Encoder>,
+    opus: Option<OpusEncoder>,
+    video_tx: Option<mpsc::Sender<Encoded>>,
+    audio_tx: Option<mpsc::Sender<Encoded>>,
+    fps: u32,
+    stop: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let start = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / self.fps as f64);
+        let mut next_video = start;
+        let mut next_audio = start;
+        let mut last_video: Option<Instant> = None;
+        let mut frame = AudioFrame::silence();
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if self.audio.is_some() && now >= next_audio {
+                next_audio += AUDIO_FRAME;
+                if now > next_audio + Duration::from_millis(100) {
+                    next_audio = now + AUDIO_FRAME;
+                }
+                self.send_audio(&mut frame);
+            }
+            if self.video.is_some() && now >= next_video {
+                next_video += period;
+                if now > next_video {
+                    next_video = now + period;
+                }
+                let duration = last_video.map_or(period, |t| now - t);
+                if self.send_video(now - start, duration) {
+                    last_video = Some(now);
+                }
+            }
+            let wake = match (self.audio.is_some(), self.video.is_some()) {
+                (true, true) => next_audio.min(next_video),
+                (true, false) => next_audio,
+                (false, true) => next_video,
+                (false, false) => return,
+            };
+            let now = Instant::now();
+            if wake > now {
+                std::thread::sleep((wake - now).min(Duration::from_millis(20)));
+            }
+        }
+    }
+
+    fn send_audio(&mut self, frame: &mut AudioFrame) {
+        let (Some(audio), Some(opus), Some(tx)) = (&mut self.audio, &mut self.opus, &self.audio_tx) else { return };
+        match audio {
+            Audio::Tone(t) => t.next_frame(frame),
+            Audio::File(f) => f.next(frame),
+            Audio::Silence => frame.samples.fill(0.0),
+        }
+        debug_assert_eq!(frame.samples.len(), SAMPLES_PER_FRAME);
+        if let Ok(packet) = opus.encode(frame) {
+            let _ = tx.try_send(Encoded { data: Bytes::copy_from_slice(packet), duration: AUDIO_FRAME });
+        }
+    }
+
+    /// Renders, stamps and encodes one frame; false if nothing was sent.
+    fn send_video(&mut self, t: Duration, duration: Duration) -> bool {
+        let (Some(video), Some(encoder), Some(tx)) = (&mut self.video, &mut self.encoder, &self.video_tx) else {
+            return false;
+        };
+        let stamp = (clock_ms() & 0xff_ffff) as u32;
+        let picture = match video {
+            Video::Pattern(p) => p.render(t.as_millis() as u64, stamp),
+            Video::File(f) => match f.next() {
+                Ok(frame) => {
+                    write_stamp(frame, stamp);
+                    frame.as_frame()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "video file");
+                    return false;
+                }
+            },
+        };
+        if self.keyframe.swap(false, Ordering::Relaxed) {
+            encoder.force_keyframe();
+        }
+        match encoder.encode(&picture, t) {
+            Ok(Some(e)) => tx.try_send(Encoded { data: Bytes::copy_from_slice(e.data), duration }).is_ok(),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "encode failed");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! `tessera serve` settings: a TOML file, `TESSERA_*` environment
+//! variables and command-line flags, in rising order of precedence.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The file is not valid.
+    #[error("config {0}: {1}")]
+    Parse(PathBuf, String),
+    /// A value is out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// One STUN or TURN server.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, `turns:...`.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default)]
+    pub username: String,
+    /// TURN credential.
+    #[serde(default)]
+    pub credential: String,
+}
+
+/// Flags (and `TESSERA_*` variables) of `tessera serve`. Every value may
+/// also come from the config file; a flag wins over the file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML config file (same keys as these flags, with `_` for `-`).
+    #[arg(long, short = 'c', env = "TESSERA_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// External MQTT broker, e.g. mqtt://user:pass@host:1883 or
+    /// mqtts://user:pass@host:8883. Without it an embedded broker is started.
+    #[arg(long, env = "TESSERA_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// CA certificate (PEM) to trust for mqtts:// (default: the system roots).
+    #[arg(long, env = "TESSERA_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Address the embedded broker listens on.
+    #[arg(long, env = "TESSERA_BROKER_BIND")]
+    pub broker_bind: Option<IpAddr>,
+    /// Embedded broker's MQTT (TCP) port [default: 1883].
+    #[arg(long, env = "TESSERA_BROKER_PORT")]
+    pub broker_port: Option<u16>,
+    /// Embedded broker's websocket port for browsers (MQTT 3.1.1 over ws) [default: 8083].
+    #[arg(long, env = "TESSERA_BROKER_WS_PORT")]
+    pub broker_ws_port: Option<u16>,
+    /// Topic root [default: tessera].
+    #[arg(long, env = "TESSERA_TOPIC_ROOT")]
+    pub topic_root: Option<String>,
+    /// This server's id in `{root}/_servers/{id}` [default: tessera-<pid>].
+    #[arg(long, env = "TESSERA_SERVER_ID")]
+    pub server_id: Option<String>,
+
+    /// Address WebRTC media binds to [default: 127.0.0.1].
+    #[arg(long, env = "TESSERA_MEDIA_IP")]
+    pub media_ip: Option<IpAddr>,
+    /// UDP ports for media, as FIRST-LAST [default: any free port].
+    #[arg(long, env = "TESSERA_UDP_PORTS")]
+    pub udp_ports: Option<String>,
+    /// Public address to advertise in candidates (1:1 NAT), if not the bind address.
+    #[arg(long, env = "TESSERA_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// STUN/TURN server URL (repeatable).
+    #[arg(long = "ice-server", env = "TESSERA_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// Username for the TURN servers given with --ice-server.
+    #[arg(long, env = "TESSERA_ICE_USERNAME")]
+    pub ice_username: Option<String>,
+    /// Credential for the TURN servers given with --ice-server.
+    #[arg(long, env = "TESSERA_ICE_CREDENTIAL")]
+    pub ice_credential: Option<String>,
+
+    /// Folder of layout files [default: layouts].
+    #[arg(long, env = "TESSERA_LAYOUTS")]
+    pub layouts: Option<PathBuf>,
+    /// Layout of new rooms [default: grid].
+    #[arg(long, env = "TESSERA_LAYOUT")]
+    pub layout: Option<String>,
+    /// Downstream video bitrate at the layout's canvas size, bits/s [default: 1500000].
+    #[arg(long, env = "TESSERA_VIDEO_BITRATE")]
+    pub video_bitrate: Option<u32>,
+    /// Downstream Opus bitrate, bits/s [default: 32000].
+    #[arg(long, env = "TESSERA_AUDIO_BITRATE")]
+    pub audio_bitrate: Option<u32>,
+    /// Fastest encoder setting (lower quality) for the downstream.
+    #[arg(long, env = "TESSERA_FAST_ENCODE")]
+    pub fast_encode: Option<bool>,
+
+    /// Most rooms at once [default: 64].
+    #[arg(long, env = "TESSERA_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+    /// Most members per room [default: 16].
+    #[arg(long, env = "TESSERA_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
+    /// Signaling messages a peer may send per second, sustained [default: 20].
+    #[arg(long, env = "TESSERA_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Milliseconds a new voice must lead before taking the speaker tile [default: 1500].
+    #[arg(long, env = "TESSERA_SPEAKER_HOLD_MS")]
+    pub speaker_hold_ms: Option<u64>,
+    /// Seconds without any media from a sender (or with the connection
+    /// down) before it is removed [default: 20].
+    #[arg(long, env = "TESSERA_SILENCE_TIMEOUT_SECS")]
+    pub silence_timeout_secs: Option<u64>,
+    /// Seconds a sender's picture may freeze before its tile shows the
+    /// placeholder [default: 5].
+    #[arg(long, env = "TESSERA_VIDEO_TIMEOUT_SECS")]
+    pub video_timeout_secs: Option<u64>,
+}
+
+/// The config file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    mqtt_url: Option<String>,
+    mqtt_ca: Option<PathBuf>,
+    broker_bind: Option<IpAddr>,
+    broker_port: Option<u16>,
+    broker_ws_port: Option<u16>,
+    topic_root: Option<String>,
+    server_id: Option<String>,
+    media_ip: Option<IpAddr>,
+    udp_ports: Option<String>,
+    public_ip: Option<IpAddr>,
+    #[serde(default)]
+    ice_servers: Vec<IceServer>,
+    layouts: Option<PathBuf>,
+    layout: Option<String>,
+    video_bitrate: Option<u32>,
+    audio_bitrate: Option<u32>,
+    fast_encode: Option<bool>,
+    max_rooms: Option<usize>,
+    max_participants: Option<usize>,
+    rate_limit: Option<u32>,
+    speaker_hold_ms: Option<u64>,
+    silence_timeout_secs: Option<u64>,
+    video_timeout_secs: Option<u64>,
+}
+
+/// Where signaling goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Broker {
+    /// Start rumqttd in-process.
+    Embedded {
+        /// Bind address.
+        bind: IpAddr,
+        /// MQTT TCP port.
+        port: u16,
+        /// Websocket port.
+        ws_port: u16,
+    },
+    /// Connect to this broker.
+    External {
+        /// `mqtt://` or `mqtts://` URL.
+        url: String,
+        /// CA to trust for TLS.
+        ca: Option<PathBuf>,
+    },
+}
+
+/// The resolved server configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Broker.
+    pub broker: Broker,
+    /// Topic root.
+    pub topic_root: String,
+    /// Presence id.
+    pub server_id: String,
+    /// Media bind address.
+    pub media_ip: IpAddr,
+    /// UDP port range.
+    pub udp_ports: Option<(u16, u16)>,
+    /// Advertised address.
+    pub public_ip: Option<IpAddr>,
+    /// STUN/TURN.
+    pub ice_servers: Vec<IceServer>,
+    /// Layout folder.
+    pub layouts: PathBuf,
+    /// Default layout.
+    pub layout: String,
+    /// Video bitrate at canvas size.
+    pub video_bitrate: u32,
+    /// Opus bitrate.
+    pub audio_bitrate: u32,
+    /// Fast encoder preset.
+    pub fast_encode: bool,
+    /// Room limit.
+    pub max_rooms: usize,
+    /// Member limit per room.
+    pub max_participants: usize,
+    /// Messages per second per peer.
+    pub rate_limit: u32,
+    /// Speaker hysteresis.
+    pub speaker_hold: Duration,
+    /// Media silence timeout.
+    pub silence_timeout: Duration,
+    /// Frozen-picture timeout.
+    pub video_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Merges file, environment and flags into a checked configuration.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mqtt_url = self.mqtt_url.or(file.mqtt_url);
+        let broker = match mqtt_url {
+            Some(url) => {
+                if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
+                    return Err(ConfigError::Invalid(format!("--mqtt-url {url}: expected mqtt:// or mqtts://")));
+                }
+                Broker::External { url, ca: self.mqtt_ca.or(file.mqtt_ca) }
+            }
+            None => Broker::Embedded {
+                bind: self.broker_bind.or(file.broker_bind).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                port: self.broker_port.or(file.broker_port).unwrap_or(1883),
+                ws_port: self.broker_ws_port.or(file.broker_ws_port).unwrap_or(8083),
+            },
+        };
+        let topic_root = self.topic_root.or(file.topic_root).unwrap_or_else(|| "tessera".into());
+        if topic_root.is_empty() || topic_root.contains(['+', '#']) || topic_root.ends_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "topic root `{topic_root}` must be a plain topic without wildcards"
+            )));
+        }
+        let server_id = self.server_id.or(file.server_id).unwrap_or_else(|| format!("tessera-{}", std::process::id()));
+        if !crate::signaling::protocol::valid_id(&server_id) {
+            return Err(ConfigError::Invalid(format!("server id `{server_id}` must match [A-Za-z0-9_-]{{1,64}}")));
+        }
+        let udp_ports = match self.udp_ports.or(file.udp_ports) {
+            None => None,
+            Some(s) => Some(parse_ports(&s)?),
+        };
+        let mut ice_servers = file.ice_servers;
+        if !self.ice_servers.is_empty() {
+            ice_servers = vec![IceServer {
+                urls: self.ice_servers,
+                username: self.ice_username.unwrap_or_default(),
+                credential: self.ice_credential.unwrap_or_default(),
+            }];
+        }
+        for s in &ice_servers {
+            for u in &s.urls {
+                if !["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "ICE server `{u}` must start with stun:, stuns:, turn: or turns:"
+                    )));
+                }
+            }
+        }
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid(format!("{name} must be above 0")))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(ServerConfig {
+            broker,
+            topic_root,
+            server_id,
+            media_ip: self.media_ip.or(file.media_ip).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            udp_ports,
+            public_ip: self.public_ip.or(file.public_ip),
+            ice_servers,
+            layouts: self.layouts.or(file.layouts).unwrap_or_else(|| PathBuf::from("layouts")),
+            layout: self.layout.or(file.layout).unwrap_or_else(|| "grid".into()),
+            video_bitrate: positive(
+                "video bitrate",
+                self.video_bitrate.or(file.video_bitrate).unwrap_or(1_500_000) as u64,
+            )? as u32,
+            audio_bitrate: positive(
+                "audio bitrate",
+                self.audio_bitrate.or(file.audio_bitrate).unwrap_or(32_000) as u64,
+            )? as u32,
+            fast_encode: self.fast_encode.or(file.fast_encode).unwrap_or(false),
+            max_rooms: positive("max rooms", self.max_rooms.or(file.max_rooms).unwrap_or(64) as u64)? as usize,
+            max_participants: positive(
+                "max participants",
+                self.max_participants.or(file.max_participants).unwrap_or(16) as u64,
+            )? as usize,
+            rate_limit: positive("rate limit", self.rate_limit.or(file.rate_limit).unwrap_or(20) as u64)? as u32,
+            speaker_hold: Duration::from_millis(self.speaker_hold_ms.or(file.speaker_hold_ms).unwrap_or(1500)),
+            silence_timeout: Duration::from_secs(positive(
+                "silence timeout",
+                self.silence_timeout_secs.or(file.silence_timeout_secs).unwrap_or(20),
+            )?),
+            video_timeout: Duration::from_secs(positive(
+                "video timeout",
+                self.video_timeout_secs.or(file.video_timeout_secs).unwrap_or(5),
+            )?),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.message().to_owned()))
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || ConfigError::Invalid(format!("UDP ports `{s}`: expected FIRST-LAST, e.g. 40000-40999"));
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_an_embedded_broker_on_loopback() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.broker, Broker::Embedded { bind: IpAddr::from([127, 0, 0, 1]), port: 1883, ws_port: 8083 });
+        assert_eq!(c.topic_root, "tessera");
+        assert_eq!(c.layout, "grid");
+        assert_eq!(c.max_participants, 16);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("tessera-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        std::fs::write(
+            &path,
+            "topic_root = \"conf\"\nmax_rooms = 3\nudp_ports = \"40000-40010\"\n[[ice_servers]]\nurls = [\"turn:127.0.0.1:3478\"]\nusername = \"u\"\ncredential = \"p\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path.clone()), max_rooms: Some(5), ..Default::default() };
+        let c = args.resolve().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(c.topic_root, "conf");
+        assert_eq!(c.max_rooms, 5);
+        assert_eq!(c.udp_ports, Some((40000, 40010)));
+        assert_eq!(c.ice_servers[0].username, "u");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (args, needle) in [
+            (ServeArgs { mqtt_url: Some("http://x".into()), ..Default::default() }, "mqtt://"),
+            (ServeArgs { udp_ports: Some("5-1".into()), ..Default::default() }, "FIRST-LAST"),
+            (ServeArgs { topic_root: Some("a/#".into()), ..Default::default() }, "wildcards"),
+            (ServeArgs { max_rooms: Some(0), ..Default::default() }, "max rooms"),
+            (ServeArgs { ice_servers: vec!["http://x".into()], ..Default::default() }, "stun:"),
+            (ServeArgs { server_id: Some("a b".into()), ..Default::default() }, "server id"),
+        ] {
+            let e = args.resolve().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let missing = ServeArgs { config: Some("/nonexistent/x.toml".into()), ..Default::default() };
+        assert!(missing.resolve().unwrap_err().to_string().contains("/nonexistent/x.toml"));
+    }
+}

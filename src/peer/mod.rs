@@ -1,0 +1,285 @@
+//! WebRTC peer connections (webrtc-rs 0.21) as tessera uses them, on both
+//! sides: H.264 + Opus only, trickle ICE, keyframe requests delivered to
+//! the application, a UDP port range, and events on a channel.
+//!
+//! webrtc-rs runs every event callback on the connection's driver task, so
+//! the handler here only forwards events into a channel and returns.
+
+pub mod keyframe;
+pub mod receive;
+pub mod sdp;
+
+use crate::config::IceServer;
+use crate::signaling::protocol::Candidate;
+use keyframe::KeyframeRequests;
+use rtc::interceptor::Slot;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    Registry, SettingEngineBuilder,
+};
+
+/// The H.264 format tessera sends and asks for.
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// Payload types registered (an answer follows the offer's anyway).
+const H264_PT: u8 = 102;
+const OPUS_PT: u8 = 111;
+
+/// Errors setting up a peer connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// webrtc-rs refused.
+    #[error("webrtc: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    /// No port of the range could be bound.
+    #[error("no free UDP port in {0}-{1}")]
+    NoPort(u16, u16),
+}
+
+/// How peers are built.
+#[derive(Clone, Debug)]
+pub struct PeerOptions {
+    /// Address to bind media sockets to.
+    pub bind_ip: IpAddr,
+    /// UDP port range (inclusive); `None`: any free port.
+    pub ports: Option<(u16, u16)>,
+    /// STUN/TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Address to advertise instead of the bound one (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), ports: None, ice_servers: Vec::new(), public_ip: None }
+    }
+}
+
+/// What a peer connection reports.
+pub enum PeerEvent {
+    /// A local candidate to trickle (already rewritten for the public address).
+    Candidate(Candidate),
+    /// All local candidates were gathered.
+    GatheringComplete,
+    /// The connection state changed.
+    State(RTCPeerConnectionState),
+    /// A remote track started (its first packet arrived).
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Handler {
+    tx: mpsc::UnboundedSender<PeerEvent>,
+    public_ip: Option<IpAddr>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let line = match self.public_ip {
+                Some(ip) => advertise(&init.candidate, ip),
+                None => init.candidate,
+            };
+            // webrtc-rs leaves the mid empty; browsers want the first m-line's.
+            let c = Candidate { candidate: Some(line), sdp_mid: Some("0".into()), sdp_m_line_index: Some(0) };
+            let _ = self.tx.send(PeerEvent::Candidate(c));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(PeerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(PeerEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(PeerEvent::Track(track));
+    }
+}
+
+/// The H.264 codec tessera uses.
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The Opus codec tessera uses.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PT, ..Default::default() },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT, ..Default::default() },
+        RtpCodecKind::Audio,
+    )?;
+    // Codecs first: the default interceptors add NACK/PLI feedback to them.
+    let registry = register_default_interceptors(Registry::new(), &mut me)?;
+    // Last in the chain, so every interceptor has seen the RTCP before.
+    let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    Ok((me, registry))
+}
+
+/// Builds a peer connection bound within the configured port range;
+/// events go to `events`.
+pub async fn build_peer(
+    options: &PeerOptions,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) -> Result<Arc<dyn PeerConnection>, PeerError> {
+    let servers: Vec<RTCIceServer> = options
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
+        .collect();
+    let ports: Vec<u16> = match options.ports {
+        None => vec![0],
+        Some((a, b)) => {
+            // Start somewhere in the range so concurrent joins do not all
+            // race for its first port.
+            let span = (b - a) as u32 + 1;
+            let offset = (Instant::now().elapsed().subsec_nanos() ^ std::process::id()) % span;
+            (0..span).map(|i| a + ((offset + i) % span) as u16).collect()
+        }
+    };
+    let mut last = None;
+    for port in ports {
+        let (me, registry) = media_engine()?;
+        // Quick checks (50 ms) so connections come up in ~50 ms, not 200;
+        // no waiting on peer-reflexive pairs; a dead peer is failed in ~10 s.
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(6)), Some(Duration::from_secs(1)))
+            .build();
+        let handler = Arc::new(Handler { tx: events.clone(), public_ip: options.public_ip });
+        let built = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(servers.clone()).build())
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec![std::net::SocketAddr::new(options.bind_ip, port)])
+            .build()
+            .await;
+        match built {
+            Ok(pc) => return Ok(Arc::new(pc)),
+            Err(e) => last = Some(e),
+        }
+    }
+    match (options.ports, last) {
+        (Some((a, b)), _) => Err(PeerError::NoPort(a, b)),
+        (None, Some(e)) => Err(e.into()),
+        (None, None) => Err(PeerError::NoPort(0, 0)),
+    }
+}
+
+/// A local track we write encoded samples to, with the SSRC we pick.
+pub fn local_track(kind: RtpCodecKind, id: &str, ssrc: u32) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
+    let codec = match kind {
+        RtpCodecKind::Video => h264_codec(),
+        _ => opus_codec(),
+    };
+    let track = MediaStreamTrack::new(
+        format!("tessera-{id}"),
+        format!("tessera-{id}-{kind}"),
+        format!("{kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    );
+    Ok(Arc::new(TrackLocalStaticSample::new(Instant::now(), track)?))
+}
+
+/// Our candidate format to webrtc-rs's.
+pub fn to_init(c: &Candidate) -> RTCIceCandidateInit {
+    RTCIceCandidateInit {
+        candidate: c.candidate.clone().unwrap_or_default(),
+        sdp_mid: c.sdp_mid.clone(),
+        sdp_mline_index: c.sdp_m_line_index,
+        ..Default::default()
+    }
+}
+
+/// Replaces a host candidate's address with `ip` (1:1 NAT: webrtc-rs
+/// 0.21 ignores its own setting for this).
+pub fn advertise(candidate: &str, ip: IpAddr) -> String {
+    let mut f: Vec<String> = candidate.split_whitespace().map(str::to_owned).collect();
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+    if f.len() >= 8 && f[6] == "typ" && f[7] == "host" {
+        f[4] = ip.to_string();
+    }
+    f.join(" ")
+}
+
+/// Rewrites the host candidates inside an SDP for `ip`.
+pub fn advertise_sdp(sdp: &str, ip: IpAddr) -> String {
+    sdp.split("\r\n")
+        .map(|line| match line.strip_prefix("a=") {
+            Some(c) if c.starts_with("candidate:") => format!("a={}", advertise(c, ip)),
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// A random SSRC.
+pub fn random_ssrc() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() as u32) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_are_rewritten_for_the_public_address() {
+        let c = "candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host";
+        assert_eq!(
+            advertise(c, "203.0.113.7".parse().unwrap()),
+            "candidate:1 1 udp 2130706431 203.0.113.7 50000 typ host"
+        );
+        let relay = "candidate:2 1 udp 1 198.51.100.1 3478 typ relay raddr 0.0.0.0 rport 0";
+        assert_eq!(advertise(relay, "203.0.113.7".parse().unwrap()), relay);
+        let sdp = format!("v=0\r\na={c}\r\na=end-of-candidates\r\n");
+        assert!(advertise_sdp(&sdp, "203.0.113.7".parse().unwrap()).contains("203.0.113.7 50000"));
+    }
+}

@@ -1,0 +1,190 @@
+//! The room's rules, driven with inputs and checked by its outputs.
+
+use super::*;
+use std::path::PathBuf;
+
+fn library() -> Arc<BTreeMap<String, Arc<Layout>>> {
+    let (layouts, errors) = crate::layout::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("layouts"));
+    assert!(errors.is_empty());
+    Arc::new(layouts)
+}
+
+fn room(max: usize) -> Room {
+    let lib = library();
+    let grid = lib["grid"].clone();
+    Room::new("r1", grid, lib, RoomConfig { max_participants: max, ..RoomConfig::default() })
+}
+
+fn join(peer: &str, role: Role) -> Join {
+    Join { peer: peer.into(), name: None, role, audio: true, video: role != Role::Viewer, view: None }
+}
+
+fn drain(r: &mut Room) -> Vec<Output> {
+    std::iter::from_fn(|| r.poll_output()).collect()
+}
+
+fn last_state(out: &[Output]) -> Option<&RoomState> {
+    out.iter().rev().find_map(|o| if let Output::State(s) = o { Some(s) } else { None })
+}
+
+const T: Duration = Duration::from_secs(1);
+
+#[test]
+fn joins_publish_state_scene_and_views() {
+    let mut r = room(16);
+    r.join(T, join("alice", Role::Participant)).unwrap();
+    r.join(T, join("tv", Role::Viewer)).unwrap();
+    r.join(T, join("cam", Role::Source)).unwrap();
+    let out = drain(&mut r);
+    let state = last_state(&out).unwrap();
+    assert_eq!(state.participants.iter().map(|p| p.peer.as_str()).collect::<Vec<_>>(), ["alice", "tv", "cam"]);
+    assert_eq!(state.participants[1].role, "viewer");
+    assert_eq!(state.layout, "grid");
+    // Tiles: participant and source, not the viewer.
+    let scene = out.iter().rev().find_map(|o| if let Output::Scene(s) = o { Some(s) } else { None }).unwrap();
+    assert_eq!(scene.tiles.iter().map(|t| t.1.as_str()).collect::<Vec<_>>(), ["alice", "cam"]);
+    // Views: alice and tv share the default view; the source gets none.
+    let views = r.views();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views.values().next().unwrap(), &vec!["alice".to_string(), "tv".to_string()]);
+}
+
+#[test]
+fn a_smaller_view_is_a_separate_encoder_and_equal_ones_share() {
+    let mut r = room(16);
+    r.join(T, join("a", Role::Participant)).unwrap();
+    let small = |p: &str| Join { view: Some(ViewRequest { width: 640, height: 360 }), ..join(p, Role::Viewer) };
+    r.join(T, small("tv1")).unwrap();
+    r.join(T, small("tv2")).unwrap();
+    let views = r.views();
+    assert_eq!(views.len(), 2);
+    let (small_key, watchers) = views.iter().find(|(k, _)| k.width == 640).unwrap();
+    assert_eq!(watchers, &vec!["tv1".to_string(), "tv2".to_string()]);
+    assert_eq!(small_key.height, 360);
+    assert!(small_key.bitrate < views.keys().find(|k| k.width == 1280).unwrap().bitrate);
+}
+
+#[test]
+fn a_full_room_refuses_newcomers_but_not_rejoins() {
+    let mut r = room(2);
+    r.join(T, join("a", Role::Participant)).unwrap();
+    r.join(T, join("b", Role::Participant)).unwrap();
+    assert_eq!(r.join(T, join("c", Role::Participant)).unwrap_err().code, ErrorCode::RoomFull);
+    drain(&mut r);
+    // b re-joins: old session closed, same place in the join order.
+    r.join(T, join("b", Role::Viewer)).unwrap();
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::Close { peer: "b".into() }));
+    assert_eq!(r.members().iter().map(|m| m.peer.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(r.member("b").unwrap().role, Role::Viewer);
+}
+
+#[test]
+fn leaving_reflows_and_the_last_one_out_closes_the_room() {
+    let mut r = room(16);
+    r.join(T, join("a", Role::Participant)).unwrap();
+    r.join(T, join("b", Role::Participant)).unwrap();
+    drain(&mut r);
+    r.leave(T, "a", Leave::Lost("ICE failed".into()));
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::Bye { peer: "a".into(), reason: "ICE failed".into() }));
+    assert_eq!(last_state(&out).unwrap().participants.len(), 1);
+    r.leave(T, "b", Leave::Requested);
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::Close { peer: "b".into() }));
+    assert_eq!(out.last(), Some(&Output::Empty));
+    r.leave(T, "nobody", Leave::Requested);
+    assert!(drain(&mut r).is_empty());
+}
+
+#[test]
+fn control_switches_layout_mutes_and_kicks() {
+    let mut r = room(16);
+    r.join(T, join("a", Role::Participant)).unwrap();
+    r.join(T, join("b", Role::Participant)).unwrap();
+    drain(&mut r);
+    let ctl = |command| ControlMessage { from: Some("a".into()), command };
+
+    r.control(T, ctl(Control::Layout("speaker".into())));
+    let out = drain(&mut r);
+    assert_eq!(last_state(&out).unwrap().layout, "speaker");
+    assert!(r.views().keys().all(|k| k.layout == "speaker"));
+
+    r.control(T, ctl(Control::Layout("nope".into())));
+    let out = drain(&mut r);
+    assert!(
+        matches!(&out[..], [Output::Error { peer: Some(p), error }] if p == "a" && error.code == ErrorCode::UnknownLayout)
+    );
+
+    r.control(T * 2, ctl(Control::Mute { peer: "b".into(), audio: true }));
+    let out = drain(&mut r);
+    let b_id = r.member("b").unwrap().id;
+    assert!(out.contains(&Output::Mute { id: b_id, muted: true }));
+    assert!(!last_state(&out).unwrap().participants[1].audio);
+
+    r.control(T * 2, ControlMessage { from: None, command: Control::Kick { peer: "zed".into() } });
+    assert!(
+        matches!(&drain(&mut r)[..], [Output::Error { peer: None, error }] if error.code == ErrorCode::UnknownPeer)
+    );
+
+    r.control(T * 2, ctl(Control::Kick { peer: "b".into() }));
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::Bye { peer: "b".into(), reason: "kicked".into() }));
+}
+
+#[test]
+fn the_speaker_takes_the_floor_after_the_hold_and_state_says_so() {
+    let mut r = room(16);
+    let a = r.join(T, join("a", Role::Participant)).unwrap();
+    let b = r.join(T, join("b", Role::Participant)).unwrap();
+    drain(&mut r);
+    let mut now = T;
+    let mut step = |r: &mut Room, la: u8, lb: u8, ms: u64| {
+        let mut outs = Vec::new();
+        for _ in 0..ms / 20 {
+            now += Duration::from_millis(20);
+            r.levels(now, &[(a, la), (b, lb)]);
+            outs.extend(drain(r));
+        }
+        outs
+    };
+    let out = step(&mut r, 20, 127, 400);
+    assert_eq!(last_state(&out).unwrap().speaker.as_deref(), Some("a"));
+    assert!(last_state(&out).unwrap().participants[0].speaking);
+    // b talks: not the speaker before the 1.5 s hold, the speaker after.
+    let out = step(&mut r, 127, 20, 1000);
+    assert_ne!(r.state().speaker.as_deref(), Some("b"));
+    assert!(!out.iter().any(|o| matches!(o, Output::Scene(s) if s.speaker == Some(b))));
+    let out = step(&mut r, 127, 20, 1000);
+    assert_eq!(r.state().speaker.as_deref(), Some("b"));
+    assert!(out.iter().any(|o| matches!(o, Output::Scene(s) if s.speaker == Some(b))));
+    // Speaking flips are throttled: at most one state per 250 ms.
+    let out = step(&mut r, 20, 20, 1000);
+    assert!(out.iter().filter(|o| matches!(o, Output::State(_))).count() <= 4);
+}
+
+#[test]
+fn a_muted_member_cannot_take_the_floor() {
+    let mut r = room(16);
+    let a = r.join(T, join("a", Role::Participant)).unwrap();
+    r.join(T, join("b", Role::Participant)).unwrap();
+    r.control(T, ControlMessage { from: None, command: Control::Mute { peer: "a".into(), audio: true } });
+    for i in 0..100 {
+        r.levels(T + Duration::from_millis(20 * i), &[(a, 10)]);
+    }
+    assert_eq!(r.state().speaker, None);
+}
+
+#[test]
+fn shutdown_says_bye_to_everyone() {
+    let mut r = room(16);
+    r.join(T, join("a", Role::Participant)).unwrap();
+    r.join(T, join("b", Role::Viewer)).unwrap();
+    drain(&mut r);
+    r.shutdown(T);
+    let out = drain(&mut r);
+    let byes =
+        out.iter().filter(|o| matches!(o, Output::Bye { reason, .. } if reason == "server shutting down")).count();
+    assert_eq!(byes, 2);
+    assert_eq!(out.last(), Some(&Output::Empty));
+}

@@ -1,0 +1,183 @@
+//! Routes signaling messages to room tasks, creating rooms on demand and
+//! removing them once idle; enforces the per-peer rate limit and the room
+//! limit; answers what cannot be routed.
+
+use super::rate::Bucket;
+use super::room_task::{too_many_rooms, RoomEvent, RoomTask, RoomTracker};
+use super::Shared;
+use crate::signaling::link::LinkEvent;
+use crate::signaling::protocol::{
+    parse_client, parse_control, ClientMessage, ErrorCode, Inbound, ProtocolError, ServerMessage,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+struct RoomEntry {
+    tx: mpsc::Sender<RoomEvent>,
+    tracker: Arc<RoomTracker>,
+    sent: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub(super) struct Dispatcher {
+    shared: Arc<Shared>,
+    rooms: HashMap<String, RoomEntry>,
+    buckets: HashMap<(String, String), Bucket>,
+    idle_tx: mpsc::Sender<String>,
+    idle_rx: mpsc::Receiver<String>,
+}
+
+impl Dispatcher {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        let (idle_tx, idle_rx) = mpsc::channel(256);
+        Self { shared, rooms: HashMap::new(), buckets: HashMap::new(), idle_tx, idle_rx }
+    }
+
+    pub(super) async fn run(mut self, mut events: mpsc::Receiver<LinkEvent>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                ev = events.recv() => match ev {
+                    Some(LinkEvent::Message { topic, payload }) => self.message(&topic, &payload).await,
+                    Some(LinkEvent::Ready) => {
+                        for room in self.rooms.values_mut() {
+                            room.sent += 1;
+                            let _ = room.tx.send(RoomEvent::Resync).await;
+                        }
+                    }
+                    Some(LinkEvent::Down(why)) => tracing::warn!(%why, "broker connection lost; reconnecting"),
+                    None => break,
+                },
+                Some(room) = self.idle_rx.recv() => self.maybe_remove(&room),
+                _ = sweep.tick() => {
+                    let now = Instant::now();
+                    self.buckets.retain(|_, b| !b.idle_since(now, Duration::from_secs(60)));
+                    let finished: Vec<String> = self.rooms.iter().filter(|(_, r)| r.task.is_finished()).map(|(k, _)| k.clone()).collect();
+                    for room in finished {
+                        self.rooms.remove(&room);
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        tracing::info!(rooms = self.rooms.len(), "shutting down");
+        let mut waits = Vec::new();
+        for (_, room) in self.rooms.drain() {
+            let (done, wait) = oneshot::channel();
+            if room.tx.send(RoomEvent::Shutdown(done)).await.is_ok() {
+                waits.push((wait, room.task));
+            }
+        }
+        for (wait, task) in waits {
+            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Removes an idle room if nothing is on its way to it.
+    fn maybe_remove(&mut self, room: &str) {
+        let Some(entry) = self.rooms.get(room) else { return };
+        let processed = entry.tracker.processed.load(Ordering::Acquire);
+        let members = entry.tracker.members.load(Ordering::Acquire);
+        if processed == entry.sent && members == 0 {
+            // Dropping the sender ends the task once it has drained its inbox.
+            self.rooms.remove(room);
+        }
+    }
+
+    async fn refuse(&self, topic: Option<String>, e: ProtocolError) {
+        tracing::debug!(error = %e, "refused");
+        if let Some(topic) = topic {
+            let _ = self.shared.link.publish(&topic, ServerMessage::from(e).to_json(), false).await;
+        }
+    }
+
+    async fn message(&mut self, topic: &str, payload: &[u8]) {
+        let topics = &self.shared.topics;
+        let target = match topics.parse(topic) {
+            Ok(t) => t,
+            Err((answer, e)) => return self.refuse(answer, e).await,
+        };
+        match target {
+            Inbound::Peer { room, peer } => {
+                let out = topics.peer_out(&room, &peer);
+                if payload.is_empty() {
+                    return; // an empty (retained-clearing) publish is not a message
+                }
+                let now = Instant::now();
+                let rate = self.shared.config.rate_limit;
+                let bucket = self.buckets.entry((room.clone(), peer.clone())).or_insert_with(|| Bucket::new(now, rate));
+                if !bucket.take(now, rate) {
+                    if bucket.last_refusal.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                        bucket.last_refusal = Some(now);
+                        let e = ProtocolError::new(
+                            ErrorCode::RateLimited,
+                            format!("more than {rate} messages a second; slow down"),
+                        );
+                        self.refuse(Some(out), e).await;
+                    }
+                    return;
+                }
+                let msg = match parse_client(payload) {
+                    Ok(m) => m,
+                    Err(e) => return self.refuse(Some(out), e).await,
+                };
+                let creates = matches!(msg, ClientMessage::Offer { .. } | ClientMessage::Candidate(_));
+                self.route(&room, creates, Some(out), RoomEvent::Client { peer, msg }).await;
+            }
+            Inbound::Control { room } => {
+                let errors = topics.control_errors(&room);
+                let msg = match parse_control(payload) {
+                    Ok(m) => m,
+                    Err(e) => return self.refuse(Some(errors), e).await,
+                };
+                let answer = msg.from.as_ref().map(|f| topics.peer_out(&room, f)).or(Some(errors));
+                if self.rooms.contains_key(&room) {
+                    self.route(&room, false, answer, RoomEvent::Control(msg)).await;
+                } else {
+                    let e = ProtocolError::new(ErrorCode::UnknownPeer, format!("room {room} has nobody in it"));
+                    self.refuse(answer, e).await;
+                }
+            }
+        }
+    }
+
+    /// Sends `ev` to `room`'s task, starting one if `create` and allowed.
+    async fn route(&mut self, room: &str, create: bool, answer: Option<String>, ev: RoomEvent) {
+        if !self.rooms.contains_key(room) {
+            if !create {
+                return;
+            }
+            let max = self.shared.config.max_rooms;
+            if self.rooms.len() >= max {
+                return self.refuse(answer, too_many_rooms(max)).await;
+            }
+            match RoomTask::spawn(room, self.shared.clone(), self.idle_tx.clone()) {
+                Ok((tx, tracker, task)) => {
+                    self.rooms.insert(room.to_owned(), RoomEntry { tx, tracker, sent: 0, task });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a room");
+                    return self.refuse(answer, ProtocolError::new(ErrorCode::Internal, "cannot start the room")).await;
+                }
+            }
+        }
+        let Some(entry) = self.rooms.get_mut(room) else { return };
+        entry.sent += 1;
+        if entry.tx.send(ev).await.is_err() {
+            // The task is gone (it panicked or ended): forget it; the
+            // client's next message starts a fresh room.
+            self.rooms.remove(room);
+            self.refuse(answer, ProtocolError::new(ErrorCode::Internal, "room restarted; send again")).await;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `tessera serve`: the tokio shell around the rooms.
+//!
+//! It starts the embedded broker (unless told to use another), connects
+//! to it, and dispatches each signaling message to its room's task,
+//! refusing what is malformed, too large, too fast or over a limit. On
+//! shutdown every member gets a `bye`, room states are cleared and the
+//! server's presence turns offline.
+
+mod dispatch;
+mod rate;
+pub mod room_task;
+pub mod session;
+
+use crate::config::{Broker, ServerConfig};
+use crate::layout::Layout;
+use crate::peer::PeerOptions;
+use crate::signaling::broker::{self, BrokerAddrs};
+use crate::signaling::link::{Link, LinkOptions};
+use crate::signaling::protocol::Topics;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The default layout is missing or invalid.
+    #[error("layout `{0}` not found in {1} (see the errors above)")]
+    NoLayout(String, String),
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// The MQTT link could not be set up.
+    #[error(transparent)]
+    Link(#[from] crate::signaling::link::LinkError),
+}
+
+/// What every room shares.
+pub struct Shared {
+    /// Resolved configuration.
+    pub config: ServerConfig,
+    /// Layouts by name.
+    pub layouts: Arc<BTreeMap<String, Arc<Layout>>>,
+    /// The layout new rooms start with.
+    pub default_layout: Arc<Layout>,
+    /// Topic names.
+    pub topics: Topics,
+    /// The broker connection.
+    pub link: Link,
+    /// How peer connections are built.
+    pub peer_options: PeerOptions,
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let (layouts, errors) = crate::layout::load_dir(&config.layouts);
+    for e in &errors {
+        tracing::error!("{e}");
+    }
+    let default_layout = layouts
+        .get(&config.layout)
+        .cloned()
+        .ok_or_else(|| ServeError::NoLayout(config.layout.clone(), config.layouts.display().to_string()))?;
+    tracing::info!(layouts = ?layouts.keys().collect::<Vec<_>>(), default = %config.layout, "layouts loaded");
+
+    let url = match &config.broker {
+        Broker::Embedded { bind, port, ws_port } => {
+            broker::start(BrokerAddrs {
+                tcp: SocketAddr::new(*bind, *port),
+                tcp_v5: None,
+                ws: Some(SocketAddr::new(*bind, *ws_port)),
+            })?;
+            format!("mqtt://{}", SocketAddr::new(*bind, *port))
+        }
+        Broker::External { url, .. } => url.clone(),
+    };
+    let topics = Topics::new(config.topic_root.clone());
+    let presence = topics.server(&config.server_id);
+    let (link, events) = Link::connect(LinkOptions {
+        url: url.clone(),
+        client_id: config.server_id.clone(),
+        ca_file: match &config.broker {
+            Broker::External { ca, .. } => ca.clone(),
+            Broker::Embedded { .. } => None,
+        },
+        will: Some((presence.clone(), br#"{"online":false}"#.to_vec(), true)),
+        subscriptions: vec![topics.peer_filter(), topics.control_filter()],
+        announce: vec![(presence.clone(), br#"{"online":true}"#.to_vec(), true)],
+        keep_alive: Duration::from_secs(5),
+    })?;
+    if link.ready(Duration::from_secs(10)).await {
+        tracing::info!(broker = %redact(&url), root = %topics.root(), id = %config.server_id, "signaling ready");
+    } else {
+        tracing::warn!(broker = %redact(&url), "broker not reachable yet; retrying in the background");
+    }
+    let peer_options = PeerOptions {
+        bind_ip: config.media_ip,
+        ports: config.udp_ports,
+        ice_servers: config.ice_servers.clone(),
+        public_ip: config.public_ip,
+    };
+    let shared = Arc::new(Shared {
+        layouts: Arc::new(layouts),
+        default_layout,
+        topics,
+        link: link.clone(),
+        peer_options,
+        config,
+    });
+    dispatch::Dispatcher::new(shared).run(events, shutdown).await;
+    let _ = link.publish(&presence, br#"{"online":false}"#.to_vec(), true).await;
+    link.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(super::redact("mqtt://bob:secret@host:1883"), "mqtt://bob:***@host:1883");
+        assert_eq!(super::redact("mqtt://host:1883"), "mqtt://host:1883");
+    }
+}

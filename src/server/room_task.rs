@@ -1,0 +1,456 @@
+//! The task that owns one room: its [`Room`] state machine, its members'
+//! sessions and its media threads (views, audio mixer). Everything that
+//! happens to the room arrives here as a [`RoomEvent`]; the room's outputs
+//! are carried out here.
+
+use super::session::{self, SessionHandle, SessionStart, MAX_PENDING_CANDIDATES};
+use super::Shared;
+use crate::layout::Layout;
+use crate::peer::sdp::inspect_offer;
+use crate::pipeline::audio::AudioMixer;
+use crate::pipeline::scene::{SceneSnapshot, SharedScene, Tile};
+use crate::pipeline::view::View;
+use crate::room::{Join, Leave, Output, Role, Room, RoomConfig, Scene, ViewKey};
+use crate::signaling::protocol::{Candidate, ClientMessage, ControlMessage, ErrorCode, ProtocolError, ServerMessage};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Inbox size of a room task.
+pub const INBOX: usize = 256;
+
+/// Everything that happens to a room.
+pub enum RoomEvent {
+    /// A member's signaling message.
+    Client {
+        /// Peer id.
+        peer: String,
+        /// The message.
+        msg: ClientMessage,
+    },
+    /// A control command.
+    Control(ControlMessage),
+    /// Something a session saw.
+    Session {
+        /// Peer id.
+        peer: String,
+        /// Which session of that peer.
+        generation: u64,
+        /// What.
+        event: SessionEvent,
+    },
+    /// The broker connection came back: publish state again.
+    Resync,
+    /// Everyone out; reply when done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What a session reports.
+pub enum SessionEvent {
+    /// The offer could not be used.
+    Refused(ProtocolError),
+    /// Media can flow.
+    Connected,
+    /// The member's video started arriving.
+    VideoStarted,
+    /// The member asked for a keyframe of its view.
+    KeyframeRequest,
+    /// The connection is gone.
+    Lost(String),
+}
+
+/// Counters the dispatcher reads to know when a room may be removed.
+#[derive(Default)]
+pub struct RoomTracker {
+    /// Events the room task has finished handling.
+    pub processed: AtomicU64,
+    /// Members plus sessions being negotiated.
+    pub members: AtomicUsize,
+}
+
+struct Member {
+    session: SessionHandle,
+    view: Option<ViewKey>,
+    connected: bool,
+}
+
+pub(super) struct RoomTask {
+    room: Room,
+    shared: Arc<Shared>,
+    inbox_tx: mpsc::Sender<RoomEvent>,
+    members: HashMap<String, Member>,
+    pending: HashMap<String, Vec<Candidate>>,
+    generation: u64,
+    views: BTreeMap<ViewKey, View>,
+    audio: AudioMixer,
+    levels: mpsc::Receiver<Vec<(u64, u8)>>,
+    scene: SharedScene,
+    tracker: Arc<RoomTracker>,
+    idle_tx: mpsc::Sender<String>,
+    start: Instant,
+    span: tracing::Span,
+}
+
+impl RoomTask {
+    /// Spawns the task for room `id`.
+    pub(super) fn spawn(
+        id: &str,
+        shared: Arc<Shared>,
+        idle_tx: mpsc::Sender<String>,
+    ) -> std::io::Result<(mpsc::Sender<RoomEvent>, Arc<RoomTracker>, tokio::task::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(INBOX);
+        let (levels_tx, levels) = mpsc::channel(16);
+        let audio = AudioMixer::spawn(format!("audio-{id}"), shared.config.audio_bitrate, levels_tx)?;
+        let layout = shared.default_layout.clone();
+        let config = RoomConfig {
+            max_participants: shared.config.max_participants,
+            video_bitrate: shared.config.video_bitrate,
+            speaker_hold: shared.config.speaker_hold,
+            ..RoomConfig::default()
+        };
+        let room = Room::new(id, layout.clone(), shared.layouts.clone(), config);
+        let scene = SharedScene::new(SceneSnapshot {
+            layout,
+            tiles: Vec::new(),
+            speaker: None,
+            video_timeout: shared.config.video_timeout,
+        });
+        let tracker = Arc::new(RoomTracker::default());
+        let task = RoomTask {
+            room,
+            shared,
+            inbox_tx: tx.clone(),
+            members: HashMap::new(),
+            pending: HashMap::new(),
+            generation: 0,
+            views: BTreeMap::new(),
+            audio,
+            levels,
+            scene,
+            tracker: tracker.clone(),
+            idle_tx,
+            start: Instant::now(),
+            span: tracing::info_span!("room", room = %id),
+        };
+        let handle = tokio::spawn(task.run(rx));
+        Ok((tx, tracker, handle))
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn run(mut self, mut inbox: mpsc::Receiver<RoomEvent>) {
+        let span = self.span.clone();
+        let _enter = span.enter();
+        tracing::info!("room opened");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                ev = inbox.recv() => {
+                    let Some(ev) = ev else { break };
+                    if let RoomEvent::Shutdown(done) = ev {
+                        let now = self.now();
+                        self.room.shutdown(now);
+                        self.apply_outputs().await;
+                        self.close_all();
+                        let _ = done.send(());
+                        break;
+                    }
+                    self.handle(ev).await;
+                    self.apply_outputs().await;
+                    self.tracker.processed.fetch_add(1, Ordering::Release);
+                }
+                Some(levels) = self.levels.recv() => {
+                    let now = self.now();
+                    self.room.levels(now, &levels);
+                    self.apply_outputs().await;
+                }
+                _ = tick.tick() => {
+                    self.check_silence();
+                    let now = self.now();
+                    self.room.tick(now);
+                    self.apply_outputs().await;
+                }
+            }
+            self.tracker.members.store(self.members.len() + self.pending.len(), Ordering::Release);
+        }
+        self.close_all();
+        tracing::info!("room closed");
+    }
+
+    fn close_all(&mut self) {
+        self.members.clear();
+        self.views.clear();
+        self.pending.clear();
+        self.tracker.members.store(0, Ordering::Release);
+    }
+
+    async fn reply(&self, peer: &str, msg: ServerMessage) {
+        let topic = self.shared.topics.peer_out(self.room.id(), peer);
+        if let Err(e) = self.shared.link.publish(&topic, msg.to_json(), false).await {
+            tracing::debug!(error = %e, "reply not sent");
+        }
+    }
+
+    async fn handle(&mut self, ev: RoomEvent) {
+        let now = self.now();
+        if let RoomEvent::Session { peer, generation, event: SessionEvent::Connected } = &ev {
+            if let Some(m) = self.members.get_mut(peer).filter(|m| m.session.generation == *generation) {
+                m.connected = true;
+            }
+        }
+        match ev {
+            RoomEvent::Client { peer, msg } => match msg {
+                ClientMessage::Offer { sdp, name, view } => self.offer(peer, sdp, name, view).await,
+                ClientMessage::Candidate(c) => match self.members.get(&peer) {
+                    Some(m) => m.session.candidate(c),
+                    None => {
+                        let queue = self.pending.entry(peer).or_default();
+                        if queue.len() < MAX_PENDING_CANDIDATES {
+                            queue.push(c);
+                        }
+                    }
+                },
+                ClientMessage::Leave => {
+                    self.pending.remove(&peer);
+                    self.room.leave(now, &peer, Leave::Requested);
+                }
+            },
+            RoomEvent::Control(msg) => self.room.control(now, msg),
+            RoomEvent::Session { peer, generation, event } => {
+                let Some(member) = self.members.get(&peer) else { return };
+                if member.session.generation != generation {
+                    return; // from a replaced session
+                }
+                match event {
+                    SessionEvent::Refused(error) => {
+                        self.members.remove(&peer);
+                        self.room.leave(now, &peer, Leave::Requested);
+                        self.reply(&peer, error.into()).await;
+                    }
+                    SessionEvent::Connected => {
+                        tracing::info!(peer = %peer, "connected");
+                        if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
+                            view.request_keyframe();
+                        }
+                    }
+                    SessionEvent::VideoStarted => tracing::debug!(peer = %peer, "video started"),
+                    SessionEvent::KeyframeRequest => {
+                        if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
+                            view.request_keyframe();
+                        }
+                    }
+                    SessionEvent::Lost(reason) => {
+                        tracing::info!(peer = %peer, %reason, "session lost");
+                        self.room.leave(now, &peer, Leave::Lost(reason));
+                    }
+                }
+            }
+            RoomEvent::Resync => {
+                if !self.room.members().is_empty() {
+                    let state = self.room.state();
+                    self.publish_state(&state).await;
+                }
+            }
+            RoomEvent::Shutdown(_) => {}
+        }
+    }
+
+    async fn offer(
+        &mut self,
+        peer: String,
+        sdp: String,
+        name: Option<String>,
+        view: Option<crate::signaling::protocol::ViewRequest>,
+    ) {
+        if let Err(e) = self.room.admits(&peer) {
+            return self.reply(&peer, e.into()).await;
+        }
+        let info = match inspect_offer(&sdp) {
+            Ok(i) => i,
+            Err(e) => return self.reply(&peer, e.into()).await,
+        };
+        let role = match (info.sends(), info.receives()) {
+            (true, true) => Role::Participant,
+            (true, false) => Role::Source,
+            _ => Role::Viewer,
+        };
+        let join = Join { peer: peer.clone(), name, role, audio: info.audio.sends, video: info.video.sends, view };
+        let now = self.now();
+        // A re-join: the old session goes first (the room closes it too).
+        self.members.remove(&peer);
+        let id = match self.room.join(now, join) {
+            Ok(id) => id,
+            Err(e) => return self.reply(&peer, e.into()).await,
+        };
+        self.generation += 1;
+        let session = session::start(SessionStart {
+            room: self.room.id().to_owned(),
+            peer: peer.clone(),
+            generation: self.generation,
+            id,
+            sdp,
+            info,
+            early_candidates: self.pending.remove(&peer).unwrap_or_default(),
+            options: self.shared.peer_options.clone(),
+            link: self.shared.link.clone(),
+            out_topic: self.shared.topics.peer_out(self.room.id(), &peer),
+            room_tx: self.inbox_tx.clone(),
+        });
+        if info.audio.sends {
+            self.audio.add_input(id, session.audio_input.clone());
+        }
+        if info.audio.receives {
+            self.audio.add_output(id, session.audio_tx.clone(), info.opus_fec);
+        }
+        tracing::info!(peer = %peer, role = role.as_str(), "joined");
+        self.members.insert(peer, Member { session, view: None, connected: false });
+        // The room's Scene/Views outputs (queued by join) now find the session.
+    }
+
+    async fn publish_state(&self, state: &crate::signaling::protocol::RoomState) {
+        let topic = self.shared.topics.state(self.room.id());
+        let payload = serde_json::to_vec(state).unwrap_or_default();
+        if let Err(e) = self.shared.link.publish(&topic, payload, true).await {
+            tracing::debug!(error = %e, "state not published");
+        }
+    }
+
+    async fn apply_outputs(&mut self) {
+        while let Some(out) = self.room.poll_output() {
+            match out {
+                Output::State(state) => self.publish_state(&state).await,
+                Output::Error { peer: Some(peer), error } => self.reply(&peer, error.into()).await,
+                Output::Error { peer: None, error } => {
+                    let topic = self.shared.topics.control_errors(self.room.id());
+                    let _ = self.shared.link.publish(&topic, ServerMessage::from(error).to_json(), false).await;
+                }
+                Output::Bye { peer, reason } => {
+                    self.reply(&peer, ServerMessage::Bye { reason }).await;
+                    self.remove_member(&peer);
+                }
+                Output::Close { peer } => self.remove_member(&peer),
+                Output::Scene(scene) => self.set_scene(scene),
+                Output::Views(views) => self.set_views(views),
+                Output::Mute { id, muted } => self.audio.mute(id, muted),
+                Output::Empty => {
+                    // Clear the retained state; the dispatcher removes idle rooms.
+                    let topic = self.shared.topics.state(self.room.id());
+                    let _ = self.shared.link.publish(&topic, Vec::new(), true).await;
+                    let _ = self.idle_tx.try_send(self.room.id().to_owned());
+                }
+            }
+        }
+    }
+
+    fn remove_member(&mut self, peer: &str) {
+        if self.room.member(peer).is_some() {
+            // Still a member: this closes a session a re-join replaced,
+            // which `offer` already dropped. Keep the new one.
+            return;
+        }
+        if let Some(m) = self.members.remove(peer) {
+            self.audio.remove_input(m.session.id);
+            self.audio.remove_output(m.session.id);
+            if let Some(view) = m.view.as_ref().and_then(|v| self.views.get(v)) {
+                view.unsubscribe(peer);
+            }
+            tracing::info!(peer = %peer, "left");
+        }
+    }
+
+    fn set_scene(&mut self, scene: Scene) {
+        let tiles = scene
+            .tiles
+            .iter()
+            .filter_map(|(id, name)| {
+                let slot = self.members.values().find(|m| m.session.id == *id).map(|m| m.session.slot.clone())?;
+                Some(Tile { id: *id, name: name.clone(), slot })
+            })
+            .collect();
+        self.scene.set(SceneSnapshot {
+            layout: scene.layout,
+            tiles,
+            speaker: scene.speaker,
+            video_timeout: self.shared.config.video_timeout,
+        });
+    }
+
+    fn layout_of(&self, key: &ViewKey) -> Option<Arc<Layout>> {
+        self.shared.layouts.get(&key.layout).cloned()
+    }
+
+    fn set_views(&mut self, wanted: BTreeMap<ViewKey, Vec<String>>) {
+        // Members who receive video, by view.
+        let mut keep = BTreeMap::new();
+        for (key, peers) in wanted {
+            let peers: Vec<String> = peers
+                .into_iter()
+                .filter(|p| self.members.get(p).is_some_and(|m| m.session.info.video.receives))
+                .collect();
+            if !peers.is_empty() && self.layout_of(&key).is_some() {
+                keep.insert(key, peers);
+            }
+        }
+        self.views.retain(|k, _| keep.contains_key(k));
+        for (key, peers) in keep {
+            if !self.views.contains_key(&key) {
+                let name = format!("view-{}-{}x{}", self.room.id(), key.width, key.height);
+                match View::spawn(key.clone(), self.scene.clone(), self.shared.config.fast_encode, name) {
+                    Ok(v) => {
+                        self.views.insert(key.clone(), v);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a view thread");
+                        continue;
+                    }
+                }
+            }
+            let Some(view) = self.views.get(&key) else { continue };
+            let current = view.subscribers();
+            for peer in &peers {
+                let Some(m) = self.members.get_mut(peer) else { continue };
+                if !current.contains(peer) || m.view.as_ref() != Some(&key) {
+                    view.subscribe(peer, m.session.video_tx.clone());
+                    m.view = Some(key.clone());
+                    if m.connected {
+                        // Switched views (a layout change): start it with a keyframe.
+                        view.request_keyframe();
+                    }
+                }
+            }
+            for old in current.iter().filter(|p| !peers.contains(p)) {
+                view.unsubscribe(old);
+            }
+        }
+    }
+
+    fn check_silence(&mut self) {
+        let timeout = self.shared.config.silence_timeout;
+        let now = self.now();
+        let silent: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| (m.session.info.sends()) && m.session.silent_for() > timeout)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in silent {
+            let reason = format!("no media for {} s", timeout.as_secs());
+            tracing::info!(peer = %peer, %reason, "removing silent sender");
+            self.room.leave(now, &peer, Leave::Lost(reason));
+        }
+        // Candidates for offers that never came are dropped after a while.
+        if self.members.is_empty() && self.room.members().is_empty() && !self.pending.is_empty() && now > timeout {
+            self.pending.clear();
+            let _ = self.idle_tx.try_send(self.room.id().to_owned());
+        }
+    }
+}
+
+/// Why a message could not be routed to a room (for the dispatcher).
+pub fn too_many_rooms(max: usize) -> ProtocolError {
+    ProtocolError::new(ErrorCode::TooManyRooms, format!("the server has {max} rooms, the most allowed"))
+}

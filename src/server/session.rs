@@ -1,0 +1,418 @@
+//! One member's WebRTC session on the server: answers the offer, trickles
+//! candidates, feeds what the member sends into the room's decoder and
+//! jitter buffer, and writes the room's composite and mix back.
+//!
+//! It runs as its own task and reports to the room task through events
+//! tagged with its generation (a re-join makes the old session stale).
+
+use super::room_task::{RoomEvent, SessionEvent};
+use crate::peer::sdp::OfferInfo;
+use crate::peer::{self, receive, PeerEvent, PeerOptions};
+use crate::pipeline::audio::AudioInput;
+use crate::pipeline::decode::VideoDecoder;
+use crate::pipeline::slot::FrameSlot;
+use crate::pipeline::view::EncodedFrame;
+use crate::signaling::link::Link;
+use crate::signaling::protocol::{Candidate, ErrorCode, ProtocolError, ServerMessage};
+use bytes::Bytes;
+use rtc::media::Sample;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
+
+/// Longest wait for candidates to put into the answer (host ones take under a millisecond).
+const GATHER_WAIT: Duration = Duration::from_millis(300);
+/// Encoded frames queued for one member before frames are dropped.
+const VIDEO_QUEUE: usize = 16;
+/// Opus packets queued for one member.
+const AUDIO_QUEUE: usize = 32;
+/// Candidates kept per session before its offer is processed.
+pub const MAX_PENDING_CANDIDATES: usize = 64;
+
+/// Commands from the room task.
+pub enum Command {
+    /// A candidate from the member.
+    Candidate(Candidate),
+    /// End the session.
+    Close,
+}
+
+/// What the room task keeps of a session.
+pub struct SessionHandle {
+    /// Which incarnation of this peer's session.
+    pub generation: u64,
+    /// Media id.
+    pub id: u64,
+    /// What the offer said.
+    pub info: OfferInfo,
+    /// Where the member's view sends encoded frames.
+    pub video_tx: mpsc::Sender<Arc<EncodedFrame>>,
+    /// Where the audio thread sends the member's mix.
+    pub audio_tx: mpsc::Sender<Bytes>,
+    /// The member's latest decoded picture.
+    pub slot: Arc<FrameSlot>,
+    /// The member's incoming audio.
+    pub audio_input: Arc<AudioInput>,
+    /// Milliseconds since the session started when media last arrived.
+    pub last_media: Arc<AtomicU64>,
+    /// When the session started.
+    pub started: Instant,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SessionHandle {
+    /// Passes a candidate to the session.
+    pub fn candidate(&self, c: Candidate) {
+        let _ = self.commands.send(Command::Candidate(c));
+    }
+
+    /// Time since media last arrived (or since the start, if never).
+    pub fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_media.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Close);
+    }
+}
+
+/// Everything a session needs to start.
+pub struct SessionStart {
+    /// Room id.
+    pub room: String,
+    /// Peer id.
+    pub peer: String,
+    /// Incarnation.
+    pub generation: u64,
+    /// Media id.
+    pub id: u64,
+    /// The offer.
+    pub sdp: String,
+    /// What it says.
+    pub info: OfferInfo,
+    /// Candidates that came before the offer.
+    pub early_candidates: Vec<Candidate>,
+    /// Peer connection settings.
+    pub options: PeerOptions,
+    /// Signaling.
+    pub link: Link,
+    /// The member's `out` topic.
+    pub out_topic: String,
+    /// Back to the room task.
+    pub room_tx: mpsc::Sender<RoomEvent>,
+}
+
+/// Starts a session task and returns its handle.
+pub fn start(s: SessionStart) -> SessionHandle {
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (video_tx, video_rx) = mpsc::channel(VIDEO_QUEUE);
+    let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
+    let handle = SessionHandle {
+        generation: s.generation,
+        id: s.id,
+        info: s.info,
+        video_tx,
+        audio_tx,
+        slot: FrameSlot::new(),
+        audio_input: AudioInput::new(),
+        last_media: Arc::new(AtomicU64::new(0)),
+        started: Instant::now(),
+        commands,
+    };
+    let ctx = Ctx {
+        slot: handle.slot.clone(),
+        audio_input: handle.audio_input.clone(),
+        last_media: handle.last_media.clone(),
+        started: handle.started,
+    };
+    let span = tracing::info_span!("session", room = %s.room, peer = %s.peer, gen = s.generation);
+    tokio::spawn(run(s, ctx, commands_rx, video_rx, audio_rx).instrument(span));
+    handle
+}
+
+#[derive(Clone)]
+struct Ctx {
+    slot: Arc<FrameSlot>,
+    audio_input: Arc<AudioInput>,
+    last_media: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Ctx {
+    fn touch(&self) {
+        self.last_media.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn report(s: &SessionStart, event: SessionEvent) {
+    let _ = s.room_tx.send(RoomEvent::Session { peer: s.peer.clone(), generation: s.generation, event }).await;
+}
+
+async fn run(
+    s: SessionStart,
+    ctx: Ctx,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    video_rx: mpsc::Receiver<Arc<EncodedFrame>>,
+    audio_rx: mpsc::Receiver<Bytes>,
+) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let pc = match negotiate(&s, events_tx, &mut events).await {
+        Ok(pc) => pc,
+        Err(e) => {
+            tracing::info!(error = %e, "offer refused");
+            report(&s, SessionEvent::Refused(e)).await;
+            return;
+        }
+    };
+    let (pc, video_track, audio_track, answered) = pc;
+    for c in s.early_candidates.iter().cloned() {
+        apply_candidate(&s, &pc, c).await;
+    }
+    let mut tasks = Vec::new();
+    if let Some((track, ssrc, pt)) = video_track {
+        tasks.push(tokio::spawn(write_video(track.clone(), ssrc, pt, video_rx).in_current_span()));
+        let room_tx = s.room_tx.clone();
+        let (peer, generation) = (s.peer.clone(), s.generation);
+        tasks.push(tokio::spawn(
+            async move {
+                // Keyframe requests (PLI/FIR) from the member for its view.
+                while let Some(ev) = track.poll().await {
+                    if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
+                        if packets.iter().any(peer::keyframe::is_keyframe_request) {
+                            let ev = RoomEvent::Session {
+                                peer: peer.clone(),
+                                generation,
+                                event: SessionEvent::KeyframeRequest,
+                            };
+                            if room_tx.send(ev).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        ));
+    }
+    if let Some((track, ssrc, pt)) = audio_track {
+        tasks.push(tokio::spawn(write_audio(track, ssrc, pt, audio_rx).in_current_span()));
+    }
+    let mut disconnected_since: Option<Instant> = None;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(Command::Candidate(c)) => apply_candidate(&s, &pc, c).await,
+                Some(Command::Close) | None => break,
+            },
+            ev = events.recv() => match ev {
+                Some(PeerEvent::Candidate(c)) => {
+                    if !answered.contains(c.candidate.as_deref().unwrap_or_default()) {
+                        let _ = s.link.publish(&s.out_topic, ServerMessage::Candidate(c).to_json(), false).await;
+                    }
+                }
+                Some(PeerEvent::GatheringComplete) => {}
+                Some(PeerEvent::State(state)) => {
+                    tracing::debug!(%state, "connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            disconnected_since = None;
+                            report(&s, SessionEvent::Connected).await;
+                        }
+                        RTCPeerConnectionState::Disconnected => {
+                            disconnected_since.get_or_insert_with(Instant::now);
+                        }
+                        RTCPeerConnectionState::Failed => {
+                            report(&s, SessionEvent::Lost("connection failed".into())).await;
+                        }
+                        _ => {}
+                    }
+                }
+                Some(PeerEvent::Track(track)) => {
+                    tasks.push(tokio::spawn(read_track(track, ctx.clone(), s.room_tx.clone(), s.peer.clone(), s.generation).in_current_span()));
+                }
+                None => break,
+            },
+            _ = check.tick() => {
+                if let Some(since) = disconnected_since {
+                    if since.elapsed() > Duration::from_secs(10) {
+                        report(&s, SessionEvent::Lost("connection lost".into())).await;
+                        disconnected_since = None;
+                    }
+                }
+            }
+        }
+    }
+    let _ = pc.close().await;
+    for t in tasks {
+        t.abort();
+    }
+    tracing::debug!("session closed");
+}
+
+type Negotiated = (
+    Arc<dyn PeerConnection>,
+    Option<(Arc<TrackLocalStaticSample>, u32, u8)>,
+    Option<(Arc<TrackLocalStaticSample>, u32, u8)>,
+    HashSet<String>,
+);
+
+/// Builds the connection, applies the offer, attaches our tracks where the
+/// member wants to receive, answers (with the candidates gathered so far).
+async fn negotiate(
+    s: &SessionStart,
+    events_tx: mpsc::UnboundedSender<PeerEvent>,
+    events: &mut mpsc::UnboundedReceiver<PeerEvent>,
+) -> Result<Negotiated, ProtocolError> {
+    let internal = |e: String| ProtocolError::new(ErrorCode::Internal, e);
+    let bad_sdp = |e: webrtc::error::Error| ProtocolError::new(ErrorCode::BadSdp, e.to_string());
+    let pc = peer::build_peer(&s.options, events_tx).await.map_err(|e| internal(e.to_string()))?;
+    let result = async {
+        let offer = RTCSessionDescription::offer(s.sdp.clone()).map_err(bad_sdp)?;
+        pc.set_remote_description(offer).await.map_err(bad_sdp)?;
+        let mut video = None;
+        let mut audio = None;
+        if s.info.video.receives {
+            let ssrc = peer::random_ssrc();
+            let track = peer::local_track(RtpCodecKind::Video, &format!("{}-video", s.peer), ssrc)
+                .map_err(|e| internal(e.to_string()))?;
+            let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(bad_sdp)?;
+            video = Some((track, ssrc, sender));
+        }
+        if s.info.audio.receives {
+            let ssrc = peer::random_ssrc();
+            let track = peer::local_track(RtpCodecKind::Audio, &format!("{}-audio", s.peer), ssrc)
+                .map_err(|e| internal(e.to_string()))?;
+            let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(bad_sdp)?;
+            audio = Some((track, ssrc, sender));
+        }
+        let answer = pc.create_answer(None).await.map_err(bad_sdp)?;
+        pc.set_local_description(answer).await.map_err(bad_sdp)?;
+        // Wait briefly for candidates so clients that do not trickle get
+        // them in the answer; later ones are trickled.
+        let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+        let mut early = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(PeerEvent::GatheringComplete)) | Err(_) | Ok(None) => break,
+                Ok(Some(other)) => early.push(other),
+            }
+        }
+        let local = pc.local_description().await.ok_or_else(|| internal("no local description".into()))?;
+        let sdp = match s.options.public_ip {
+            Some(ip) => peer::advertise_sdp(&local.sdp, ip),
+            None => local.sdp,
+        };
+        let answered: HashSet<String> = sdp
+            .split("\r\n")
+            .filter_map(|l| l.strip_prefix("a="))
+            .filter(|l| l.starts_with("candidate:"))
+            .map(str::to_owned)
+            .collect();
+        let payload_type = |params: webrtc::error::Result<rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters>| {
+            params.ok().and_then(|p| p.rtp_parameters.codecs.first().map(|c| c.payload_type))
+        };
+        let video = match video {
+            Some((t, ssrc, sender)) => payload_type(sender.get_parameters().await).map(|pt| (t, ssrc, pt)),
+            None => None,
+        };
+        let audio = match audio {
+            Some((t, ssrc, sender)) => payload_type(sender.get_parameters().await).map(|pt| (t, ssrc, pt)),
+            None => None,
+        };
+        s.link
+            .publish(&s.out_topic, ServerMessage::Answer { sdp }.to_json(), false)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        // Anything that arrived while we waited goes back in the queue.
+        for ev in early {
+            match ev {
+                PeerEvent::Candidate(c) if answered.contains(c.candidate.as_deref().unwrap_or_default()) => {}
+                PeerEvent::Candidate(c) => {
+                    let _ = s.link.publish(&s.out_topic, ServerMessage::Candidate(c).to_json(), false).await;
+                }
+                PeerEvent::State(state) => tracing::debug!(%state, "connection state"),
+                _ => {}
+            }
+        }
+        Ok((video, audio, answered))
+    }
+    .await;
+    match result {
+        Ok((video, audio, answered)) => Ok((pc, video, audio, answered)),
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply_candidate(s: &SessionStart, pc: &Arc<dyn PeerConnection>, c: Candidate) {
+    if c.is_end() {
+        return;
+    }
+    if let Err(e) = pc.add_ice_candidate(peer::to_init(&c)).await {
+        let err = ProtocolError::new(ErrorCode::BadCandidate, e.to_string());
+        let _ = s.link.publish(&s.out_topic, ServerMessage::from(err).to_json(), false).await;
+    }
+}
+
+async fn write_video(track: Arc<TrackLocalStaticSample>, ssrc: u32, pt: u8, mut rx: mpsc::Receiver<Arc<EncodedFrame>>) {
+    while let Some(frame) = rx.recv().await {
+        let sample = Sample { data: frame.data.clone(), duration: frame.duration, ..Sample::new(Instant::now()) };
+        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+            tracing::debug!(error = %e, "video write failed; writer stops");
+            break;
+        }
+    }
+}
+
+async fn write_audio(track: Arc<TrackLocalStaticSample>, ssrc: u32, pt: u8, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(packet) = rx.recv().await {
+        let sample = Sample { data: packet, duration: Duration::from_millis(20), ..Sample::new(Instant::now()) };
+        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+            tracing::debug!(error = %e, "audio write failed; writer stops");
+            break;
+        }
+    }
+}
+
+/// Reads one remote track until it ends.
+async fn read_track(
+    track: Arc<dyn TrackRemote>,
+    ctx: Ctx,
+    room_tx: mpsc::Sender<RoomEvent>,
+    peer: String,
+    generation: u64,
+) {
+    match track.kind().await {
+        RtpCodecKind::Video => {
+            let decoder = match VideoDecoder::spawn(format!("decode-{peer}"), ctx.slot.clone()) {
+                Ok(d) => d,
+                Err(e) => return tracing::warn!(error = %e, "cannot start decoder thread"),
+            };
+            let _ = room_tx.send(RoomEvent::Session { peer, generation, event: SessionEvent::VideoStarted }).await;
+            let stats = receive::read_h264(track, decoder, |_| ctx.touch()).await;
+            tracing::debug!(?stats, "video track ended");
+        }
+        RtpCodecKind::Audio => {
+            receive::read_opus(track, |seq, payload| {
+                ctx.touch();
+                ctx.audio_input.push(seq, payload);
+            })
+            .await
+        }
+        _ => {}
+    }
+}

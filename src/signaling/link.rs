@@ -1,0 +1,238 @@
+//! A long-lived MQTT connection (rumqttc) for the server and the client:
+//! reconnects with backoff, re-subscribes and re-announces itself after
+//! every reconnect, and hands incoming messages to its owner on a channel.
+//!
+//! The event loop runs in its own task; [`Link`] is a cheap handle to
+//! publish through. Nothing in the loop ever awaits the request channel
+//! (it is the only thing that drains it).
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Largest packet a link sends or accepts (as large as the embedded
+/// broker's, so an oversized message reaches the server to be refused).
+pub const LINK_MAX_PACKET: usize = super::broker::BROKER_MAX_PAYLOAD + 1024;
+
+/// Errors setting up a link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The URL is not a usable MQTT URL.
+    #[error("bad MQTT URL {0}: {1}")]
+    Url(String, String),
+    /// The CA file could not be read or parsed.
+    #[error("CA file {0}: {1}")]
+    Ca(String, String),
+    /// The link is closed.
+    #[error("MQTT link closed")]
+    Closed,
+}
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// `mqtt://[user:pass@]host:port` or `mqtts://...`.
+    pub url: String,
+    /// MQTT client id (unique per connection).
+    pub client_id: String,
+    /// CA certificate (PEM) for `mqtts://`; default: the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Last will: topic, payload, retain.
+    pub will: Option<(String, Vec<u8>, bool)>,
+    /// Topic filters to (re)subscribe after each connect.
+    pub subscriptions: Vec<String>,
+    /// Published after each (re)connect, once subscribed: topic, payload, retain.
+    pub announce: Vec<(String, Vec<u8>, bool)>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// What the link reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// (Re)connected and subscribed: the owner should resynchronise.
+    Ready,
+    /// A message on a subscribed topic.
+    Message {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// The connection dropped; it is being retried.
+    Down(String),
+}
+
+/// Handle to publish through a link.
+#[derive(Clone)]
+pub struct Link {
+    client: AsyncClient,
+    connected: watch::Receiver<bool>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Link {
+    /// Connects (in the background) and returns the handle and its events.
+    pub fn connect(options: LinkOptions) -> Result<(Link, mpsc::Receiver<LinkEvent>), LinkError> {
+        let mut mqtt = parse_url(&options.url, &options.client_id)?;
+        mqtt.set_clean_session(true)
+            .set_keep_alive(options.keep_alive.max(Duration::from_secs(1)))
+            .set_max_packet_size(LINK_MAX_PACKET, LINK_MAX_PACKET);
+        if let Some((topic, payload, retain)) = &options.will {
+            mqtt.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, *retain));
+        }
+        if let Some(ca) = &options.ca_file {
+            mqtt.set_transport(tls_with_ca(ca)?);
+        }
+        let (client, eventloop) = AsyncClient::new(mqtt, 1024);
+        let (tx, rx) = mpsc::channel(1024);
+        let (connected_tx, connected) = watch::channel(false);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(run(client.clone(), eventloop, options, tx, connected_tx, stop.clone()));
+        Ok((Link { client, connected, stop }, rx))
+    }
+
+    /// Publishes with QoS 1.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, retain: bool) -> Result<(), LinkError> {
+        self.client.publish(topic, QoS::AtLeastOnce, retain, payload.into()).await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Subscribes now (the link also re-subscribes after reconnects only
+    /// to the filters given at connect).
+    pub async fn subscribe(&self, filter: &str) -> Result<(), LinkError> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Waits until the link is connected and subscribed (or `limit` passes).
+    pub async fn ready(&self, limit: Duration) -> bool {
+        let mut rx = self.connected.clone();
+        tokio::time::timeout(limit, rx.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Drops the connection without a DISCONNECT, as a crashed client
+    /// would: the broker publishes the last will.
+    pub fn kill(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Disconnects cleanly (no last will) and stops reconnecting.
+    pub async fn close(&self) {
+        let _ = self.client.disconnect().await;
+        // Let the event loop flush the DISCONNECT, then stop it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.stop.notify_one();
+    }
+}
+
+/// Parses `mqtt://user:pass@host:port`, percent-decoding the credentials
+/// (rumqttc keeps them encoded).
+fn parse_url(url: &str, client_id: &str) -> Result<MqttOptions, LinkError> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let full = format!("{url}{sep}client_id={client_id}");
+    let mut o = MqttOptions::parse_url(full).map_err(|e| LinkError::Url(url.to_owned(), e.to_string()))?;
+    if let Some(login) = o.credentials() {
+        let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        o.set_credentials(dec(&login.username), dec(&login.password));
+    }
+    Ok(o)
+}
+
+fn tls_with_ca(path: &Path) -> Result<rumqttc::Transport, LinkError> {
+    use rumqttc::tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|e| LinkError::Ca(shown.clone(), e.to_string()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| LinkError::Ca(shown.clone(), e.to_string()))?;
+        roots.add(cert).map_err(|e| LinkError::Ca(shown.clone(), e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(LinkError::Ca(shown, "no certificate in the file".into()));
+    }
+    let cfg = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(cfg))))
+}
+
+async fn run(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    options: LinkOptions,
+    tx: mpsc::Sender<LinkEvent>,
+    connected: watch::Sender<bool>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut pending_subacks = 0usize;
+    loop {
+        let polled = tokio::select! {
+            _ = stop.notified() => return,
+            p = eventloop.poll() => p,
+        };
+        match polled {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                // Clean session: subscriptions are gone after every reconnect.
+                pending_subacks = 0;
+                for f in &options.subscriptions {
+                    if client.try_subscribe(f.clone(), QoS::AtLeastOnce).is_ok() {
+                        pending_subacks += 1;
+                    }
+                }
+                if pending_subacks == 0 {
+                    announce(&client, &options, &connected, &tx).await;
+                }
+            }
+            Ok(Event::Incoming(Incoming::SubAck(_))) if pending_subacks > 0 => {
+                pending_subacks -= 1;
+                if pending_subacks == 0 {
+                    announce(&client, &options, &connected, &tx).await;
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let event = LinkEvent::Message { topic: p.topic, payload: p.payload };
+                if tx.send(event).await.is_err() {
+                    return; // owner gone
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                let _ = connected.send(false);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = connected.send(false);
+                let why = describe(&e);
+                tracing::debug!(error = %why, retry_in = ?backoff, "MQTT connection down");
+                if tx.send(LinkEvent::Down(why)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.notified() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn announce(
+    client: &AsyncClient,
+    options: &LinkOptions,
+    connected: &watch::Sender<bool>,
+    tx: &mpsc::Sender<LinkEvent>,
+) {
+    for (topic, payload, retain) in &options.announce {
+        let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, *retain, payload.clone());
+    }
+    let _ = connected.send(true);
+    let _ = tx.send(LinkEvent::Ready).await;
+}
+
+fn describe(e: &ConnectionError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,5 @@
+//! MQTT signaling: the wire protocol (pure) and the broker link.
+
+pub mod broker;
+pub mod link;
+pub mod protocol;
