@@ -112,7 +112,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once('x').ok_or_else(|| format!("`{s}`: expected WIDTHxHEIGHT"))?;
     let w: u32 = w.parse().map_err(|_| format!("`{s}`: bad width"))?;
     let h: u32 = h.parse().map_err(|_| format!("`{s}`: bad height"))?;
-    if w < 16 || h < 16 || w > 3840 || h > 2160 || w % 2 != 0 || h % 2 != 0 {
+    if w < 16 || h < 16 || w > 3840 || h > 2160 || !w.is_multiple_of(2) || !h.is_multiple_of(2) {
         return Err(format!("`{s}`: even sizes between 16x16 and 3840x2160"));
     }
     Ok((w, h))

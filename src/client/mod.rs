@@ -295,8 +295,7 @@ impl Client {
                 async move {
                     let mut remote_set = false;
                     let mut connected = false;
-                    let mut pending_start: Option<(Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>)> =
-                        None;
+                    let mut pending_start: Option<Writers> = None;
                     let mut queued: Vec<Candidate> = Vec::new();
                     let mut tasks = Vec::new();
                     loop {
@@ -362,7 +361,7 @@ impl Client {
                                 Some(PeerEvent::State(s)) => {
                                     tracing::debug!(state = %s, "connection state");
                                     connected = s == RTCPeerConnectionState::Connected;
-                                    let _ = shared.connected.send(connected);
+                                    shared.connected.send_replace(connected);
                                     if connected && pending_start.is_some() {
                                         start_sources(&o, pending_start.take(), &video_out, &media, &shared, &mut tasks);
                                     }
@@ -398,7 +397,7 @@ impl Client {
                     for t in tasks {
                         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
                     }
-                    let _ = shared.connected.send(false);
+                    shared.connected.send_replace(false);
                 },
                 span,
             ))
@@ -499,7 +498,7 @@ impl Shared {
 
     fn set_state(&self, payload: &[u8]) {
         if payload.is_empty() {
-            let _ = self.state.send(None);
+            self.state.send_replace(None);
             return;
         }
         let Ok(state) = serde_json::from_slice::<RoomState>(payload) else { return };
@@ -519,17 +518,19 @@ impl Shared {
             speaker: state.speaker.clone(),
         });
         *self.received.tiles.lock().unwrap_or_else(|e| e.into_inner()) = map;
-        let _ = self.state.send(Some(state));
+        self.state.send_replace(Some(state));
     }
 }
 
 type Outgoing = Option<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>)>;
+/// Where the media thread sends encoded video and audio.
+type Writers = (Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>);
 
 /// Starts the media thread feeding the writers, and the listener for the
 /// server's keyframe requests.
 fn start_sources(
     o: &ClientOptions,
-    writers: Option<(Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>)>,
+    writers: Option<Writers>,
     video_out: &Outgoing,
     media: &Mutex<Option<MediaThread>>,
     shared: &Shared,

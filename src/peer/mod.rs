@@ -137,14 +137,8 @@ pub fn opus_codec() -> RTCRtpCodec {
 
 fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
     let mut me = MediaEngine::default();
-    me.register_codec(
-        RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PT, ..Default::default() },
-        RtpCodecKind::Video,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT, ..Default::default() },
-        RtpCodecKind::Audio,
-    )?;
+    me.register_codec(RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PT }, RtpCodecKind::Video)?;
+    me.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT }, RtpCodecKind::Audio)?;
     // Codecs first: the default interceptors add NACK/PLI feedback to them.
     let registry = register_default_interceptors(Registry::new(), &mut me)?;
     // Last in the chain, so every interceptor has seen the RTCP before.

@@ -89,8 +89,13 @@ impl Dispatcher {
         let processed = entry.tracker.processed.load(Ordering::Acquire);
         let members = entry.tracker.members.load(Ordering::Acquire);
         if processed == entry.sent && members == 0 {
-            // Dropping the sender ends the task once it has drained its inbox.
-            self.rooms.remove(room);
+            // Nothing is on its way to it and nobody is in it: close it. A
+            // message for this room from now on starts a new task.
+            if let Some(entry) = self.rooms.remove(room) {
+                tokio::spawn(async move {
+                    let _ = entry.tx.send(RoomEvent::Close).await;
+                });
+            }
         }
     }
 

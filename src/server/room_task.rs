@@ -45,6 +45,8 @@ pub enum RoomEvent {
     Resync,
     /// Everyone out; reply when done.
     Shutdown(oneshot::Sender<()>),
+    /// The room is idle and forgotten by the dispatcher: stop.
+    Close,
 }
 
 /// What a session reports.
@@ -64,7 +66,7 @@ pub enum SessionEvent {
 /// Counters the dispatcher reads to know when a room may be removed.
 #[derive(Default)]
 pub struct RoomTracker {
-    /// Events the room task has finished handling.
+    /// Dispatcher events the room task has finished handling.
     pub processed: AtomicU64,
     /// Members plus sessions being negotiated.
     pub members: AtomicUsize,
@@ -89,6 +91,7 @@ pub(super) struct RoomTask {
     scene: SharedScene,
     tracker: Arc<RoomTracker>,
     idle_tx: mpsc::Sender<String>,
+    idle_due: bool,
     start: Instant,
     span: tracing::Span,
 }
@@ -131,6 +134,7 @@ impl RoomTask {
             scene,
             tracker: tracker.clone(),
             idle_tx,
+            idle_due: false,
             start: Instant::now(),
             span: tracing::info_span!("room", room = %id),
         };
@@ -151,6 +155,9 @@ impl RoomTask {
             tokio::select! {
                 ev = inbox.recv() => {
                     let Some(ev) = ev else { break };
+                    if matches!(ev, RoomEvent::Close) {
+                        break;
+                    }
                     if let RoomEvent::Shutdown(done) = ev {
                         let now = self.now();
                         self.room.shutdown(now);
@@ -159,9 +166,13 @@ impl RoomTask {
                         let _ = done.send(());
                         break;
                     }
+                    // Only what the dispatcher sent counts (it compares with what it sent).
+                    let counted = matches!(ev, RoomEvent::Client { .. } | RoomEvent::Control(_) | RoomEvent::Resync);
                     self.handle(ev).await;
                     self.apply_outputs().await;
-                    self.tracker.processed.fetch_add(1, Ordering::Release);
+                    if counted {
+                        self.tracker.processed.fetch_add(1, Ordering::Release);
+                    }
                 }
                 Some(levels) = self.levels.recv() => {
                     let now = self.now();
@@ -176,6 +187,10 @@ impl RoomTask {
                 }
             }
             self.tracker.members.store(self.members.len() + self.pending.len(), Ordering::Release);
+            // Tell the dispatcher only now, with the counters it checks up to date.
+            if std::mem::take(&mut self.idle_due) && self.members.is_empty() {
+                let _ = self.idle_tx.try_send(self.room.id().to_owned());
+            }
         }
         self.close_all();
         tracing::info!("room closed");
@@ -255,7 +270,7 @@ impl RoomTask {
                     self.publish_state(&state).await;
                 }
             }
-            RoomEvent::Shutdown(_) => {}
+            RoomEvent::Shutdown(_) | RoomEvent::Close => {}
         }
     }
 
@@ -340,7 +355,7 @@ impl RoomTask {
                     // Clear the retained state; the dispatcher removes idle rooms.
                     let topic = self.shared.topics.state(self.room.id());
                     let _ = self.shared.link.publish(&topic, Vec::new(), true).await;
-                    let _ = self.idle_tx.try_send(self.room.id().to_owned());
+                    self.idle_due = true;
                 }
             }
         }
@@ -445,7 +460,7 @@ impl RoomTask {
         // Candidates for offers that never came are dropped after a while.
         if self.members.is_empty() && self.room.members().is_empty() && !self.pending.is_empty() && now > timeout {
             self.pending.clear();
-            let _ = self.idle_tx.try_send(self.room.id().to_owned());
+            self.idle_due = true;
         }
     }
 }

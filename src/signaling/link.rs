@@ -199,12 +199,12 @@ async fn run(
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                let _ = connected.send(false);
+                connected.send_replace(false);
                 return;
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = connected.send(false);
+                connected.send_replace(false);
                 let why = describe(&e);
                 tracing::debug!(error = %why, retry_in = ?backoff, "MQTT connection down");
                 if tx.send(LinkEvent::Down(why)).await.is_err() {
@@ -229,7 +229,7 @@ async fn announce(
     for (topic, payload, retain) in &options.announce {
         let _ = client.try_publish(topic.clone(), QoS::AtLeastOnce, *retain, payload.clone());
     }
-    let _ = connected.send(true);
+    connected.send_replace(true);
     let _ = tx.send(LinkEvent::Ready).await;
 }
 

@@ -1,0 +1,193 @@
+//! End to end: a real `tessera serve` (embedded broker), real clients over
+//! loopback WebRTC with DTLS-SRTP, real codecs. What each participant sees
+//! and hears.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tessera::media::pattern::{palette, tone_for};
+use tessera::signaling::protocol::RoomState;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn state_of(c: &tessera::client::Client, n: usize) -> Result<RoomState, String> {
+    let s = c.room_state().ok_or("no room state")?;
+    if s.participants.len() != n {
+        return Err(format!("{} participants in the state, want {n}", s.participants.len()));
+    }
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_participants_see_and_hear_each_other_but_not_themselves() {
+    let server = Server::start(&[]);
+    let peers = ["alice", "bob", "carol", "dave"];
+    let mut clients = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        clients.push(join(server.client("r1", p, i)).await);
+    }
+    let colors: Vec<(String, tessera::media::color::Rgb)> =
+        peers.iter().enumerate().map(|(i, p)| (p.to_string(), palette(i))).collect();
+    let grid = layout(&server, "grid");
+    for c in &clients {
+        eventually(LIMIT, &format!("{} sees everyone in the grid", c.peer()), || {
+            let state = state_of(c, 4)?;
+            check_tiles(c, &state, &grid, &colors)
+        })
+        .await;
+    }
+    let tones: Vec<f64> = (0..4).map(tone_for).collect();
+    for (i, c) in clients.iter().enumerate() {
+        eventually(LIMIT, &format!("{} hears the others, not itself", c.peer()), || {
+            let levels = tone_levels(c, 0.5, &tones);
+            let own = levels[i];
+            let others: Vec<f64> = levels.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| *l).collect();
+            let quietest = others.iter().cloned().fold(f64::INFINITY, f64::min);
+            // Each tone is sent at -12 dBFS; the limiter may lower them a little.
+            if quietest < -30.0 {
+                return Err(format!("another participant's tone is missing: {levels:?}"));
+            }
+            if own > quietest - 30.0 {
+                return Err(format!("own tone {own:.1} dB is not 30 dB under the others (quietest {quietest:.1} dB)"));
+            }
+            Ok(())
+        })
+        .await;
+    }
+    for c in clients {
+        c.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_asking_for_a_smaller_view_gets_it_with_everyone() {
+    let server = Server::start(&[]);
+    let a = join(server.client("r2", "cam-a", 0)).await;
+    let b = join(server.client("r2", "cam-b", 1)).await;
+    let tv = join(viewer(server.client("r2", "tv", 5), Some((320, 180)))).await;
+    let colors = vec![("cam-a".to_string(), palette(0)), ("cam-b".to_string(), palette(1))];
+    let grid = layout(&server, "grid");
+    eventually(LIMIT, "the viewer sees both cameras at 320x180", || {
+        let state = state_of(&tv, 3)?;
+        let frame = tv.latest_frame().ok_or("no frame")?;
+        if (frame.frame.width(), frame.frame.height()) != (320, 180) {
+            return Err(format!("got {}x{}", frame.frame.width(), frame.frame.height()));
+        }
+        if state.participants.iter().find(|p| p.peer == "tv").map(|p| p.role.as_str()) != Some("viewer") {
+            return Err("tv is not a viewer".into());
+        }
+        check_tiles(&tv, &state, &grid, &colors)
+    })
+    .await;
+    // The participants still get the full canvas.
+    eventually(LIMIT, "participants get 640x360", || {
+        let f = a.latest_frame().ok_or("no frame")?;
+        ((f.frame.width(), f.frame.height()) == (640, 360)).then_some(()).ok_or(format!(
+            "{}x{}",
+            f.frame.width(),
+            f.frame.height()
+        ))
+    })
+    .await;
+    // The viewer is no tile: the grid has two cells.
+    let state = tv.room_state().unwrap();
+    assert_eq!(state.participants.iter().filter(|p| p.role != "viewer").count(), 2);
+    for c in [a, b, tv] {
+        c.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_and_vanishing_reflow_the_room_while_others_keep_receiving() {
+    let server = Server::start(&[]);
+    let a = join(server.client("r3", "a", 0)).await;
+    let b = join(server.client("r3", "b", 1)).await;
+    let c = join(server.client("r3", "c", 2)).await;
+    let grid = layout(&server, "grid");
+    let colors: Vec<(String, _)> =
+        ["a", "b", "c"].iter().enumerate().map(|(i, p)| (p.to_string(), palette(i))).collect();
+    eventually(LIMIT, "three tiles", || check_tiles(&a, &state_of(&a, 3)?, &grid, &colors)).await;
+
+    // b leaves cleanly.
+    let before = a.stats().frames;
+    b.leave().await;
+    let state = eventually(LIMIT, "state without b", || state_of(&a, 2)).await;
+    assert!(state.participants.iter().all(|p| p.peer != "b"));
+    eventually(LIMIT, "a sees a and c only", || {
+        let state = state_of(&a, 2)?;
+        check_tiles(&a, &state, &grid, &colors)?;
+        let f = a.latest_frame().ok_or("no frame")?;
+        let frame = f.frame.as_frame();
+        // b's colour is nowhere on a 16-pixel lattice.
+        for y in (0..frame.height()).step_by(16) {
+            for x in (0..frame.width()).step_by(16) {
+                let px = tessera::media::convert::mean_rgb(&frame, x, y, 2, 2);
+                if px.distance(palette(1)) < 20.0 {
+                    return Err(format!("b's colour still at ({x},{y})"));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    eventually(LIMIT, "a keeps receiving after b left", || {
+        let n = a.stats().frames;
+        (n > before + 15).then_some(()).ok_or(format!("{} frames since", n - before))
+    })
+    .await;
+
+    // c vanishes: its MQTT connection drops without `leave`; its last will removes it.
+    let before = a.stats().frames;
+    c.vanish().await;
+    eventually(LIMIT, "state without c", || state_of(&a, 1)).await;
+    eventually(LIMIT, "a alone fills the grid", || check_tiles(&a, &state_of(&a, 1)?, &grid, &colors)).await;
+    eventually(LIMIT, "a keeps receiving after c vanished", || {
+        let n = a.stats().frames;
+        (n > before + 15).then_some(()).ok_or(format!("{} frames since", n - before))
+    })
+    .await;
+
+    // The last one out closes the room: its retained state is cleared.
+    assert!(retained(&server, "tessera/r3/state").await.is_some_and(|p| !p.is_empty()));
+    a.leave().await;
+    eventually(LIMIT, "room r3 closed", || {
+        if server.log_text().contains("room{room=r3}: tessera::server::room_task: room closed") {
+            Ok(())
+        } else {
+            Err("still open".into())
+        }
+    })
+    .await;
+    let state = retained(&server, "tessera/r3/state").await;
+    assert!(state.as_ref().is_none_or(|p| p.is_empty()), "state still retained: {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_change_on_the_control_topic_changes_the_next_frames() {
+    let server = Server::start(&[]);
+    let a = join(server.client("r4", "a", 0)).await;
+    let b = join(server.client("r4", "b", 1)).await;
+    let colors = vec![("a".to_string(), palette(0)), ("b".to_string(), palette(1))];
+    let grid = layout(&server, "grid");
+    eventually(LIMIT, "grid", || check_tiles(&a, &state_of(&a, 2)?, &grid, &colors)).await;
+
+    a.link().publish("tessera/r4/control", br#"{"type":"layout","layout":"pip"}"#.to_vec(), false).await.unwrap();
+    let pip = layout(&server, "pip");
+    eventually(LIMIT, "pip", || {
+        let state = state_of(&a, 2)?;
+        if state.layout != "pip" {
+            return Err(format!("layout {}", state.layout));
+        }
+        check_tiles(&a, &state, &pip, &colors)?;
+        check_tiles(&b, &state, &pip, &colors)
+    })
+    .await;
+    // In pip the speaker fills the canvas: a corner shows a participant, not background.
+    let f = a.latest_frame().unwrap();
+    let corner = tessera::media::convert::mean_rgb(&f.frame.as_frame(), 20, 40, 4, 4);
+    assert!(corner.distance(palette(0)) < 40.0 || corner.distance(palette(1)) < 40.0, "corner is {corner}");
+    for c in [a, b] {
+        c.leave().await;
+    }
+}
