@@ -61,17 +61,18 @@ async fn four_participants_see_and_hear_each_other_but_not_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_asking_for_a_smaller_view_gets_it_with_everyone() {
-    let server = Server::start(&[]);
+async fn a_viewer_asking_for_640x360_gets_it_with_everyone() {
+    // The shipped layouts as they are: a 1280x720 canvas at 30 fps.
+    let server = Server::start_with_layouts(&[], std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layouts"));
     let a = join(server.client("r2", "cam-a", 0)).await;
     let b = join(server.client("r2", "cam-b", 1)).await;
-    let tv = join(viewer(server.client("r2", "tv", 5), Some((320, 180)))).await;
+    let tv = join(viewer(server.client("r2", "tv", 5), Some((640, 360)))).await;
     let colors = vec![("cam-a".to_string(), palette(0)), ("cam-b".to_string(), palette(1))];
     let grid = layout(&server, "grid");
-    eventually(LIMIT, "the viewer sees both cameras at 320x180", || {
+    eventually(LIMIT, "the viewer sees both cameras at 640x360", || {
         let state = state_of(&tv, 3)?;
         let frame = tv.latest_frame().ok_or("no frame")?;
-        if (frame.frame.width(), frame.frame.height()) != (320, 180) {
+        if (frame.frame.width(), frame.frame.height()) != (640, 360) {
             return Err(format!("got {}x{}", frame.frame.width(), frame.frame.height()));
         }
         if state.participants.iter().find(|p| p.peer == "tv").map(|p| p.role.as_str()) != Some("viewer") {
@@ -81,9 +82,9 @@ async fn a_viewer_asking_for_a_smaller_view_gets_it_with_everyone() {
     })
     .await;
     // The participants still get the full canvas.
-    eventually(LIMIT, "participants get 640x360", || {
+    eventually(LIMIT, "participants get 1280x720", || {
         let f = a.latest_frame().ok_or("no frame")?;
-        ((f.frame.width(), f.frame.height()) == (640, 360)).then_some(()).ok_or(format!(
+        ((f.frame.width(), f.frame.height()) == (1280, 720)).then_some(()).ok_or(format!(
             "{}x{}",
             f.frame.width(),
             f.frame.height()
@@ -188,6 +189,36 @@ async fn a_layout_change_on_the_control_topic_changes_the_next_frames() {
     let corner = tessera::media::convert::mean_rgb(&f.frame.as_frame(), 20, 40, 4, 4);
     assert!(corner.distance(palette(0)) < 40.0 || corner.distance(palette(1)) < 40.0, "corner is {corner}");
     for c in [a, b] {
+        c.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sendonly_source_is_a_tile_and_gets_nothing_back() {
+    let server = Server::start(&[]);
+    let a = join(server.client("r8", "a", 0)).await;
+    let mut cam = server.client("r8", "cam", 3);
+    cam.role = tessera::client::ClientRole::Source;
+    let cam = join(cam).await;
+    let colors = vec![("a".to_string(), palette(0)), ("cam".to_string(), palette(3))];
+    let grid = layout(&server, "grid");
+    eventually(LIMIT, "a sees the camera", || {
+        let state = state_of(&a, 2)?;
+        if state.participants.iter().find(|p| p.peer == "cam").map(|p| p.role.as_str()) != Some("source") {
+            return Err("cam is not a source".into());
+        }
+        check_tiles(&a, &state, &grid, &colors)
+    })
+    .await;
+    // a hears the camera's tone.
+    eventually(LIMIT, "a hears the camera", || {
+        let l = tone_levels(&a, 0.5, &[tone_for(3)]);
+        (l[0] > -30.0).then_some(()).ok_or(format!("{:.1} dB", l[0]))
+    })
+    .await;
+    let s = cam.stats();
+    assert_eq!((s.frames, s.audio_packets), (0, 0), "a source received media");
+    for c in [a, cam] {
         c.leave().await;
     }
 }

@@ -62,6 +62,10 @@ impl Dispatcher {
                     for room in finished {
                         self.rooms.remove(&room);
                     }
+                    let idle: Vec<String> = self.rooms.keys().cloned().collect();
+                    for room in idle {
+                        self.maybe_remove(&room);
+                    }
                 }
             }
         }
@@ -88,6 +92,7 @@ impl Dispatcher {
         let Some(entry) = self.rooms.get(room) else { return };
         let processed = entry.tracker.processed.load(Ordering::Acquire);
         let members = entry.tracker.members.load(Ordering::Acquire);
+        tracing::trace!(room, processed, sent = entry.sent, members, "idle room?");
         if processed == entry.sent && members == 0 {
             // Nothing is on its way to it and nobody is in it: close it. A
             // message for this room from now on starts a new task.

@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Inbox size of a room task.
 pub const INBOX: usize = 256;
+/// How long candidates wait for their offer.
+const PENDING_CANDIDATES_KEPT: Duration = Duration::from_secs(5);
 
 /// Everything that happens to a room.
 pub enum RoomEvent {
@@ -83,7 +85,8 @@ pub(super) struct RoomTask {
     shared: Arc<Shared>,
     inbox_tx: mpsc::Sender<RoomEvent>,
     members: HashMap<String, Member>,
-    pending: HashMap<String, Vec<Candidate>>,
+    /// Candidates from peers with no session yet, with when the first came.
+    pending: HashMap<String, (Instant, Vec<Candidate>)>,
     generation: u64,
     views: BTreeMap<ViewKey, View>,
     audio: AudioMixer,
@@ -92,6 +95,7 @@ pub(super) struct RoomTask {
     tracker: Arc<RoomTracker>,
     idle_tx: mpsc::Sender<String>,
     idle_due: bool,
+    was_idle: bool,
     start: Instant,
     span: tracing::Span,
 }
@@ -135,6 +139,7 @@ impl RoomTask {
             tracker: tracker.clone(),
             idle_tx,
             idle_due: false,
+            was_idle: false,
             start: Instant::now(),
             span: tracing::info_span!("room", room = %id),
         };
@@ -187,10 +192,16 @@ impl RoomTask {
                 }
             }
             self.tracker.members.store(self.members.len() + self.pending.len(), Ordering::Release);
-            // Tell the dispatcher only now, with the counters it checks up to date.
-            if std::mem::take(&mut self.idle_due) && self.members.is_empty() {
-                let _ = self.idle_tx.try_send(self.room.id().to_owned());
+            // Tell the dispatcher only now, with the counters it checks up to
+            // date; again after each event while empty (one may have been in
+            // flight when it last checked).
+            let empty = self.members.is_empty() && self.pending.is_empty() && self.room.members().is_empty();
+            if std::mem::take(&mut self.idle_due) || (empty && self.was_idle) {
+                if empty {
+                    let _ = self.idle_tx.try_send(self.room.id().to_owned());
+                }
             }
+            self.was_idle = empty;
         }
         self.close_all();
         tracing::info!("room closed");
@@ -223,7 +234,7 @@ impl RoomTask {
                 ClientMessage::Candidate(c) => match self.members.get(&peer) {
                     Some(m) => m.session.candidate(c),
                     None => {
-                        let queue = self.pending.entry(peer).or_default();
+                        let (_, queue) = self.pending.entry(peer).or_insert_with(|| (Instant::now(), Vec::new()));
                         if queue.len() < MAX_PENDING_CANDIDATES {
                             queue.push(c);
                         }
@@ -309,7 +320,7 @@ impl RoomTask {
             id,
             sdp,
             info,
-            early_candidates: self.pending.remove(&peer).unwrap_or_default(),
+            early_candidates: self.pending.remove(&peer).map(|(_, c)| c).unwrap_or_default(),
             options: self.shared.peer_options.clone(),
             link: self.shared.link.clone(),
             out_topic: self.shared.topics.peer_out(self.room.id(), &peer),
@@ -457,11 +468,9 @@ impl RoomTask {
             tracing::info!(peer = %peer, %reason, "removing silent sender");
             self.room.leave(now, &peer, Leave::Lost(reason));
         }
-        // Candidates for offers that never came are dropped after a while.
-        if self.members.is_empty() && self.room.members().is_empty() && !self.pending.is_empty() && now > timeout {
-            self.pending.clear();
-            self.idle_due = true;
-        }
+        // Candidates for offers that never came (or that came after their
+        // peer left) are dropped after a while.
+        self.pending.retain(|_, (since, _)| since.elapsed() < PENDING_CANDIDATES_KEPT);
     }
 }
 

@@ -55,18 +55,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with extra flags and waits until signaling is ready.
+    /// Starts a server with extra flags and waits until signaling is ready
+    /// (with the shipped layouts shrunk to 640x360 at 15 fps).
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_layouts(extra, small_layouts())
+    }
+
+    /// Starts a server using the layouts in `layouts`.
+    pub fn start_with_layouts(extra: &[&str], layouts: PathBuf) -> Server {
         let port = free_port();
         let ws_port = free_port();
-        let layouts = small_layouts();
         let log = std::env::temp_dir().join(format!("tessera-serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["serve", "--broker-port", &port.to_string(), "--broker-ws-port", &ws_port.to_string()])
             .arg("--layouts")
             .arg(&layouts)
             .args(extra)
-            .env("RUST_LOG", "warn,tessera=debug,rumqttd=off,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error")
+            .env("RUST_LOG", "warn,tessera=debug,tessera::server::dispatch=trace,rumqttd=off,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
