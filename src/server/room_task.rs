@@ -196,10 +196,9 @@ impl RoomTask {
             // date; again after each event while empty (one may have been in
             // flight when it last checked).
             let empty = self.members.is_empty() && self.pending.is_empty() && self.room.members().is_empty();
-            if std::mem::take(&mut self.idle_due) || (empty && self.was_idle) {
-                if empty {
-                    let _ = self.idle_tx.try_send(self.room.id().to_owned());
-                }
+            let due = std::mem::take(&mut self.idle_due);
+            if empty && (due || self.was_idle) {
+                let _ = self.idle_tx.try_send(self.room.id().to_owned());
             }
             self.was_idle = empty;
         }
