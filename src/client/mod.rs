@@ -464,6 +464,14 @@ impl Client {
         &self.link
     }
 
+    /// Turns the camera off (`false`: no more video is sent; the server
+    /// shows the last picture, then the placeholder) or back on.
+    pub fn set_video(&self, on: bool) {
+        if let Some(m) = self.media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            m.video_on.store(on, Ordering::Relaxed);
+        }
+    }
+
     /// Leaves cleanly: `leave`, then closes everything.
     pub async fn leave(self) {
         let topic = self.topics.peer_in(&self.room, &self.peer);

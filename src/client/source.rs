@@ -194,6 +194,8 @@ pub struct MediaThread {
     stop: Arc<AtomicBool>,
     /// Set to make the next video frame a keyframe.
     pub keyframe: Arc<AtomicBool>,
+    /// Clear to stop sending video (camera off), set to resume.
+    pub video_on: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -245,7 +247,9 @@ pub fn spawn(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let keyframe = Arc::new(AtomicBool::new(false));
+    let video_on = Arc::new(AtomicBool::new(true));
     let worker = Worker {
+        video_on: video_on.clone(),
         video,
         audio,
         encoder,
@@ -260,10 +264,11 @@ pub fn spawn(
         .name(thread_name)
         .spawn(move || worker.run())
         .map_err(|e| SourceError::Codec(e.to_string()))?;
-    Ok(MediaThread { stop, keyframe, thread: Some(thread) })
+    Ok(MediaThread { stop, keyframe, video_on, thread: Some(thread) })
 }
 
 struct Worker {
+    video_on: Arc<AtomicBool>,
     video: Option<Video>,
     audio: Option<Audio>,
     encoder: Option<H264Encoder>,
@@ -297,9 +302,14 @@ impl Worker {
                 if now > next_video {
                     next_video = now + period;
                 }
-                let duration = last_video.map_or(period, |t| now - t);
-                if self.send_video(now - start, duration) {
-                    last_video = Some(now);
+                if self.video_on.load(Ordering::Relaxed) {
+                    let duration = last_video.map_or(period, |t| now - t);
+                    if self.send_video(now - start, duration) {
+                        last_video = Some(now);
+                    }
+                } else {
+                    // Camera off: when it comes back, start with a keyframe.
+                    self.keyframe.store(true, Ordering::Relaxed);
                 }
             }
             let wake = match (self.audio.is_some(), self.video.is_some()) {

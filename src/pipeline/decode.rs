@@ -91,10 +91,10 @@ fn run(rx: Receiver<Vec<u8>>, mut sink: impl PictureSink, keyframe_needed: Arc<A
     // skip to the next keyframe instead of showing corruption.
     let mut broken = false;
     while let Ok(unit) = rx.recv() {
-        sink.unit(&unit);
         if broken && !is_keyframe(&unit) {
             continue;
         }
+        sink.unit(&unit);
         match decoder.decode(&unit) {
             Ok(Some(picture)) => {
                 tracing::trace!(w = picture.frame().width(), "picture");
