@@ -255,24 +255,33 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         all_latencies.sort_unstable();
-        let mut joins: Vec<u32> = clients.iter().filter_map(|c| c.stats().join_time).map(|d| d.as_millis() as u32).collect();
+        let errors: Vec<String> = clients
+            .iter()
+            .flat_map(|c| c.notices())
+            .filter_map(|n| match n {
+                Notice::Error { code, .. } => Some(code),
+                _ => None,
+            })
+            .collect();
+        let mut finals = Vec::new();
+        for c in clients {
+            finals.push(c.leave().await);
+        }
+        let mut joins: Vec<u32> = finals.iter().filter_map(|s| s.join_time).map(|d| d.as_millis() as u32).collect();
         joins.sort_unstable();
-        let frames: Vec<u64> = clients.iter().map(|c| c.stats().frames).collect();
+        let frames: Vec<u64> = finals.iter().map(|s| s.frames).collect();
         let summary = serde_json::json!({
-            "clients": clients.len(),
+            "clients": finals.len(),
             "seconds": elapsed,
             "frames_decoded": frames,
-            "fps_per_client": frames.iter().sum::<u64>() as f64 / clients.len() as f64 / elapsed.max(1e-9),
+            "fps_per_client": frames.iter().sum::<u64>() as f64 / finals.len() as f64 / elapsed.max(1e-9),
             "join_ms_p50": percentile(&joins, 0.5),
             "join_ms_max": joins.last(),
             "latency_ms_p50": percentile(&all_latencies, 0.5),
             "latency_ms_p95": percentile(&all_latencies, 0.95),
             "latency_samples": all_latencies.len(),
-            "errors": clients.iter().flat_map(|c| c.notices()).filter_map(|n| match n { Notice::Error { code, .. } => Some(code), _ => None }).collect::<Vec<_>>(),
+            "errors": errors,
         });
-        for c in clients {
-            c.leave().await;
-        }
         if args.json {
             println!("{summary}");
         } else {

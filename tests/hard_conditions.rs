@@ -31,7 +31,13 @@ async fn a_camera_that_goes_dark_shows_its_last_frame_then_its_placeholder() {
         let p = tessera::media::compositor::placements(&grid, &ids, None, frame.width() as u32, frame.height() as u32);
         let cam = p.iter().find(|p| p.id == 1).unwrap();
         // Away from the centred name a placeholder draws.
-        tessera::media::convert::mean_rgb(&frame, (cam.inner.x + cam.inner.w / 8) as usize, (cam.inner.y + cam.inner.h / 2) as usize, 4, 4)
+        tessera::media::convert::mean_rgb(
+            &frame,
+            (cam.inner.x + cam.inner.w / 8) as usize,
+            (cam.inner.y + cam.inner.h / 2) as usize,
+            4,
+            4,
+        )
     };
     assert!(cam_tile(&watcher).distance(palette(1)) < 40.0);
     let _ = state;
@@ -121,13 +127,19 @@ async fn over_a_limit_gets_a_clear_error_and_others_are_unaffected() {
     // A flood from one peer is cut off with rate-limited.
     let (flood, mut events) = raw(&server, "flooder", "tessera/l1/out/flooder").await;
     for _ in 0..100 {
-        flood.publish("tessera/l1/in/flooder", br#"{"type":"candidate","candidate":""}"#.to_vec(), false).await.unwrap();
+        flood
+            .publish("tessera/l1/in/flooder", br#"{"type":"candidate","candidate":""}"#.to_vec(), false)
+            .await
+            .unwrap();
     }
     assert_eq!(error_code(&mut events).await, "rate-limited");
 
     // Room l1 carries on.
     let frames = a.stats().frames;
-    eventually(LIMIT, "a keeps receiving", || (a.stats().frames > frames + 15).then_some(()).ok_or("stalled".to_string())).await;
+    eventually(LIMIT, "a keeps receiving", || {
+        (a.stats().frames > frames + 15).then_some(()).ok_or("stalled".to_string())
+    })
+    .await;
     assert_eq!(a.room_state().unwrap().participants.len(), 1);
     flood.close().await;
     b.leave().await;
@@ -164,7 +176,8 @@ async fn recordings_decode_with_ffprobe() {
             .output()
             .unwrap();
         assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
-        let summary: serde_json::Value = serde_json::from_slice(out.stdout.rsplit(|&b| b == b'\n').find(|l| !l.is_empty()).unwrap()).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_slice(out.stdout.rsplit(|&b| b == b'\n').find(|l| !l.is_empty()).unwrap()).unwrap();
         let decoded = summary["frames_decoded"][0].as_u64().unwrap();
         assert!(decoded > 30, "only {decoded} frames decoded");
         let probe = ffprobe(&video, "stream=width,height,nb_read_frames");

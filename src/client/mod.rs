@@ -418,15 +418,7 @@ impl Client {
 
     /// What was received so far.
     pub fn stats(&self) -> Stats {
-        let r = &self.shared.received;
-        let answered = *self.shared.answered.lock().unwrap_or_else(|e| e.into_inner());
-        Stats {
-            frames: r.frames.load(Ordering::Relaxed),
-            video_bytes: r.video_bytes.load(Ordering::Relaxed),
-            audio_packets: r.audio_packets.load(Ordering::Relaxed),
-            join_time: r.first_frame.get().map(|t| t.duration_since(self.shared.offered)),
-            answer_time: answered.map(|t| t.duration_since(self.shared.offered)),
-        }
+        self.shared.stats()
     }
 
     /// The latest composite picture decoded.
@@ -472,20 +464,21 @@ impl Client {
         }
     }
 
-    /// Leaves cleanly: `leave`, then closes everything.
-    pub async fn leave(self) {
+    /// Leaves cleanly: `leave`, then closes everything. Returns the final
+    /// counts (after the last picture was decoded and recorded).
+    pub async fn leave(self) -> Stats {
         let topic = self.topics.peer_in(&self.room, &self.peer);
         let _ = self.link.publish(&topic, br#"{"type":"leave"}"#.to_vec(), false).await;
-        self.finish(false).await;
+        self.finish(false).await
     }
 
     /// Disappears without a word (the MQTT connection drops; the broker
     /// publishes the last will).
-    pub async fn vanish(self) {
-        self.finish(true).await;
+    pub async fn vanish(self) -> Stats {
+        self.finish(true).await
     }
 
-    async fn finish(self, crash: bool) {
+    async fn finish(self, crash: bool) -> Stats {
         receive::unregister_local(&self.peer);
         self.media.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.stop.notify_one();
@@ -496,10 +489,23 @@ impl Client {
         } else {
             self.link.close().await;
         }
+        self.shared.stats()
     }
 }
 
 impl Shared {
+    fn stats(&self) -> Stats {
+        let r = &self.received;
+        let answered = *self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        Stats {
+            frames: r.frames.load(Ordering::Relaxed),
+            video_bytes: r.video_bytes.load(Ordering::Relaxed),
+            audio_packets: r.audio_packets.load(Ordering::Relaxed),
+            join_time: r.first_frame.get().map(|t| t.duration_since(self.offered)),
+            answer_time: answered.map(|t| t.duration_since(self.offered)),
+        }
+    }
+
     fn notice(&self, n: Notice) {
         self.notices.lock().unwrap_or_else(|e| e.into_inner()).push(n);
     }

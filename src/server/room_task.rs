@@ -20,6 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Inbox size of a room task.
 pub const INBOX: usize = 256;
+/// A leave is carried out once the member's media has stopped this long.
+const LEAVE_CONFIRM: Duration = Duration::from_millis(600);
+/// A leave whose member keeps sending media this long is ignored.
+const LEAVE_DOUBT: Duration = Duration::from_secs(5);
 /// How long candidates wait for their offer.
 const PENDING_CANDIDATES_KEPT: Duration = Duration::from_secs(5);
 
@@ -85,6 +89,8 @@ pub(super) struct RoomTask {
     shared: Arc<Shared>,
     inbox_tx: mpsc::Sender<RoomEvent>,
     members: HashMap<String, Member>,
+    /// Members who said `leave` while their media still flowed, since when.
+    leaving: HashMap<String, Instant>,
     /// Candidates from peers with no session yet, with when the first came.
     pending: HashMap<String, (Instant, Vec<Candidate>)>,
     generation: u64,
@@ -130,6 +136,7 @@ impl RoomTask {
             shared,
             inbox_tx: tx.clone(),
             members: HashMap::new(),
+            leaving: HashMap::new(),
             pending: HashMap::new(),
             generation: 0,
             views: BTreeMap::new(),
@@ -155,7 +162,7 @@ impl RoomTask {
         let span = self.span.clone();
         let _enter = span.enter();
         tracing::info!("room opened");
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 ev = inbox.recv() => {
@@ -241,7 +248,20 @@ impl RoomTask {
                 },
                 ClientMessage::Leave => {
                     self.pending.remove(&peer);
-                    self.room.leave(now, &peer, Leave::Requested);
+                    // A leave is usually a client going away (or its last
+                    // will). But a broker that restarts publishes the last
+                    // wills of clients that are still in the call: trust the
+                    // media over the signaling when the member is plainly
+                    // alive, and decide once its media stops (or not).
+                    let alive = self
+                        .members
+                        .get(&peer)
+                        .is_some_and(|m| m.session.info.sends() && m.session.silent_for() < LEAVE_CONFIRM);
+                    if alive {
+                        self.leaving.entry(peer).or_insert_with(Instant::now);
+                    } else {
+                        self.room.leave(now, &peer, Leave::Requested);
+                    }
                 }
             },
             RoomEvent::Control(msg) => self.room.control(now, msg),
@@ -307,6 +327,7 @@ impl RoomTask {
         let now = self.now();
         // A re-join: the old session goes first (the room closes it too).
         self.members.remove(&peer);
+        self.leaving.remove(&peer);
         let id = match self.room.join(now, join) {
             Ok(id) => id,
             Err(e) => return self.reply(&peer, e.into()).await,
@@ -456,6 +477,23 @@ impl RoomTask {
     fn check_silence(&mut self) {
         let timeout = self.shared.config.silence_timeout;
         let now = self.now();
+        // Leaves waiting for the member's media to stop.
+        let mut confirmed = Vec::new();
+        self.leaving.retain(|peer, since| match self.members.get(peer) {
+            None => false,
+            Some(m) if m.session.silent_for() >= LEAVE_CONFIRM => {
+                confirmed.push(peer.clone());
+                false
+            }
+            Some(_) if since.elapsed() > LEAVE_DOUBT => {
+                tracing::info!(peer = %peer, "ignored a leave: the member's media never stopped (a broker restart's last will?)");
+                false
+            }
+            Some(_) => true,
+        });
+        for peer in confirmed {
+            self.room.leave(now, &peer, Leave::Requested);
+        }
         let silent: Vec<String> = self
             .members
             .iter()

@@ -63,11 +63,30 @@ impl Server {
 
     /// Starts a server using the layouts in `layouts`.
     pub fn start_with_layouts(extra: &[&str], layouts: PathBuf) -> Server {
+        Self::launch(extra, layouts, None)
+    }
+
+    /// Starts a server on an external broker (`--mqtt-url`).
+    pub fn start_external(url: &str, extra: &[&str]) -> Server {
+        Self::launch(extra, small_layouts(), Some(url))
+    }
+
+    fn launch(extra: &[&str], layouts: PathBuf, external: Option<&str>) -> Server {
         let port = free_port();
         let ws_port = free_port();
+        let mut args: Vec<String> = vec!["serve".into()];
+        match external {
+            Some(url) => args.extend(["--mqtt-url".to_string(), url.to_string()]),
+            None => args.extend([
+                "--broker-port".to_string(),
+                port.to_string(),
+                "--broker-ws-port".to_string(),
+                ws_port.to_string(),
+            ]),
+        }
         let log = std::env::temp_dir().join(format!("tessera-serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["serve", "--broker-port", &port.to_string(), "--broker-ws-port", &ws_port.to_string()])
+            .args(&args)
             .arg("--layouts")
             .arg(&layouts)
             .args(extra)
@@ -76,7 +95,8 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start tessera serve");
-        let server = Server { child, url: format!("mqtt://127.0.0.1:{port}"), ws_port, layouts, log };
+        let url = external.map_or(format!("mqtt://127.0.0.1:{port}"), str::to_owned);
+        let server = Server { child, url, ws_port, layouts, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !server.log_text().contains("signaling ready") {
             assert!(Instant::now() < deadline, "server did not start:\n{}", server.log_text());

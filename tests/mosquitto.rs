@@ -1,0 +1,261 @@
+//! tessera behind Mosquitto with the shipped configuration
+//! (`deploy/mosquitto/`): authentication, the per-client ACL, and a broker
+//! restart in the middle of a call.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tessera::client::Notice;
+use tessera::media::pattern::palette;
+use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const USERS: &[(&str, &str)] =
+    &[("tessera-server", "server-secret"), ("alice", "a-pw"), ("bob", "b-pw"), ("carol", "c-pw"), ("mallory", "m-pw")];
+
+/// Mosquitto running `deploy/mosquitto/mosquitto.conf`, moved to free
+/// ports and a temporary folder.
+struct Mosquitto {
+    child: Option<Child>,
+    conf: PathBuf,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = std::env::temp_dir().join(format!("tessera-mosquitto-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/mosquitto");
+        std::fs::copy(shipped.join("acl"), dir.join("acl")).unwrap();
+        let passwd = dir.join("passwd");
+        for (i, (user, pass)) in USERS.iter().enumerate() {
+            let mut cmd = Command::new("mosquitto_passwd");
+            if i == 0 {
+                cmd.arg("-c");
+            }
+            let st = cmd
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, pass])
+                .status()
+                .expect("mosquitto_passwd (scripts/install-deps)");
+            assert!(st.success());
+        }
+        let (port, ws_port) = (free_port(), free_port());
+        let conf = std::fs::read_to_string(shipped.join("mosquitto.conf"))
+            .unwrap()
+            .replace("/etc/mosquitto/tessera/", &format!("{}/", dir.display()))
+            .replace("listener 1883 127.0.0.1", &format!("listener {port} 127.0.0.1"))
+            .replace("listener 8083 lo", &format!("listener {ws_port} lo"));
+        assert!(conf.contains(&format!("listener {port}")), "the shipped config changed shape");
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        // Started as root, Mosquitto drops to its own user: let it read the files.
+        if unsafe_is_root() {
+            let _ = Command::new("chown").arg("-R").arg("mosquitto:mosquitto").arg(&dir).status();
+            let _ = Command::new("chmod").arg("755").arg(&dir).status();
+        }
+        let mut m = Mosquitto { child: None, conf: conf_path, port, dir };
+        m.run();
+        m
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self, user: &str) -> String {
+        let pass = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).unwrap();
+        format!("mqtt://{user}:{pass}@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn as_user(server: &Server, mq: &Mosquitto, room: &str, peer: &str, index: usize) -> tessera::client::ClientOptions {
+    let mut o = server.client(room, peer, index);
+    o.url = mq.url(peer);
+    o
+}
+
+async fn raw(mq: &Mosquitto, user: &str, filters: &[&str]) -> (Link, tokio::sync::mpsc::Receiver<LinkEvent>) {
+    let (link, events) = Link::connect(LinkOptions {
+        url: mq.url(user),
+        client_id: user.to_owned(),
+        ca_file: None,
+        will: None,
+        subscriptions: filters.iter().map(|f| f.to_string()).collect(),
+        announce: vec![],
+        keep_alive: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert!(link.ready(Duration::from_secs(10)).await, "{user} cannot connect");
+    (link, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_runs_through_mosquitto_and_the_acl_confines_each_client() {
+    let mq = Mosquitto::start();
+    let server = Server::start_external(&mq.url("tessera-server"), &["--server-id", "srv-mq"]);
+    let alice = join(as_user(&server, &mq, "m1", "alice", 0)).await;
+    let bob = join(as_user(&server, &mq, "m1", "bob", 1)).await;
+    let grid = layout(&server, "grid");
+    let colors = vec![("alice".to_string(), palette(0)), ("bob".to_string(), palette(1))];
+    eventually(LIMIT, "alice and bob see each other", || {
+        let s = alice.room_state().ok_or("no state")?;
+        (s.participants.len() == 2).then_some(()).ok_or("not yet")?;
+        check_tiles(&alice, &s, &grid, &colors)?;
+        check_tiles(&bob, &s, &grid, &colors)
+    })
+    .await;
+
+    // mallory may listen to her own outbox and to alice's; only her own delivers.
+    let (mallory, mut events) = raw(&mq, "mallory", &["tessera/m1/out/mallory", "tessera/m1/out/alice"]).await;
+    // She writes into alice's inbox: the broker drops it, alice stays.
+    mallory.publish("tessera/m1/in/alice", br#"{"type":"leave"}"#.to_vec(), false).await.unwrap();
+    // The server refuses a layout for alice: the refusal goes to alice's outbox.
+    mallory
+        .publish("tessera/m1/control", br#"{"type":"layout","layout":"nope","from":"alice"}"#.to_vec(), false)
+        .await
+        .unwrap();
+    // Then something of her own that gets an answer, which comes after all of the above.
+    mallory.publish("tessera/m1/in/mallory", b"not json".to_vec(), false).await.unwrap();
+    loop {
+        match tokio::time::timeout(LIMIT, events.recv()).await {
+            Ok(Some(LinkEvent::Message { topic, payload })) => {
+                assert_eq!(
+                    topic,
+                    "tessera/m1/out/mallory",
+                    "mallory read someone else's topic: {}",
+                    String::from_utf8_lossy(&payload)
+                );
+                assert!(String::from_utf8_lossy(&payload).contains("bad-json"));
+                break;
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("mallory got no answer"),
+        }
+    }
+    // The control message never reached the server (mallory may not write
+    // there) and the leave never reached it either: alice is still in the room.
+    assert!(!alice.notices().iter().any(|n| matches!(n, Notice::Error { code, .. } if code == "unknown-layout")));
+    let s = alice.room_state().unwrap();
+    assert!(s.participants.iter().any(|p| p.peer == "alice"), "mallory made alice leave");
+    mallory.close().await;
+
+    // A client may not pretend to be another: mallory's credentials with
+    // alice's client id still act as mallory (use_username_as_clientid).
+    let (fake, mut fake_events) = Link::connect(LinkOptions {
+        url: mq.url("mallory"),
+        client_id: "alice".to_owned(),
+        ca_file: None,
+        will: None,
+        subscriptions: vec!["tessera/m1/out/alice".into(), "tessera/m1/out/mallory".into()],
+        announce: vec![],
+        keep_alive: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert!(fake.ready(Duration::from_secs(10)).await);
+    fake.publish("tessera/m1/in/mallory", b"[]".to_vec(), false).await.unwrap();
+    loop {
+        match tokio::time::timeout(LIMIT, fake_events.recv()).await {
+            Ok(Some(LinkEvent::Message { topic, .. })) => {
+                assert_eq!(topic, "tessera/m1/out/mallory");
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(alice.room_state().unwrap().participants.iter().any(|p| p.peer == "alice"));
+    fake.close().await;
+    for c in [alice, bob] {
+        c.leave().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_survives_a_broker_restart_and_joins_work_after() {
+    let mut mq = Mosquitto::start();
+    let server = Server::start_external(&mq.url("tessera-server"), &["--server-id", "srv-restart"]);
+    let alice = join(as_user(&server, &mq, "m2", "alice", 0)).await;
+    let bob = join(as_user(&server, &mq, "m2", "bob", 1)).await;
+    eventually(LIMIT, "two in the room", || {
+        let s = alice.room_state().ok_or("no state")?;
+        (s.participants.len() == 2).then_some(()).ok_or("not yet".to_string())
+    })
+    .await;
+
+    mq.stop();
+    // Media does not go through the broker: it keeps flowing while it is down.
+    let before = alice.stats().frames;
+    eventually(LIMIT, "frames while the broker is down", || {
+        (alice.stats().frames > before + 30).then_some(()).ok_or(format!("stalled\n{}", server.log_text()))
+    })
+    .await;
+    mq.run();
+
+    // The server reconnects, resubscribes and republishes the room's
+    // retained state (Mosquitto runs without persistence: it was lost).
+    let (watch, mut events) = raw(&mq, "carol", &["tessera/m2/state"]).await;
+    let state = loop {
+        match tokio::time::timeout(LIMIT, events.recv()).await {
+            Ok(Some(LinkEvent::Message { payload, .. })) if !payload.is_empty() => {
+                break serde_json::from_slice::<tessera::signaling::protocol::RoomState>(&payload).unwrap();
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no state after the restart: {other:?}\n{}", server.log_text()),
+        }
+    };
+    assert_eq!(state.participants.len(), 2);
+    watch.close().await;
+
+    // New joins work.
+    let carol = join(as_user(&server, &mq, "m2", "carol", 2)).await;
+    eventually(LIMIT, "carol joined", || {
+        let s = alice.room_state().ok_or("no state")?;
+        (s.participants.len() == 3).then_some(()).ok_or(format!("{} participants", s.participants.len()))
+    })
+    .await;
+    let frames = carol.stats().frames;
+    eventually(LIMIT, "carol receives", || {
+        (carol.stats().frames > frames + 10).then_some(()).ok_or("no frames".to_string())
+    })
+    .await;
+    for c in [alice, bob, carol] {
+        c.leave().await;
+    }
+}
