@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Topic root [default: tessera].
     #[arg(long, env = "TESSERA_TOPIC_ROOT")]
     pub topic_root: Option<String>,
+    /// Also serve the seed phone protocol on this MQTT topic (one shared
+    /// topic, `{"command":"signal","clientid":...}` messages) as a room.
+    #[arg(long, env = "TESSERA_LEGACY_TOPIC")]
+    pub legacy_topic: Option<String>,
     /// This server's id in `{root}/_servers/{id}` [default: tessera-<pid>].
     #[arg(long, env = "TESSERA_SERVER_ID")]
     pub server_id: Option<String>,
@@ -133,6 +137,7 @@ struct FileConfig {
     broker_port: Option<u16>,
     broker_ws_port: Option<u16>,
     topic_root: Option<String>,
+    legacy_topic: Option<String>,
     server_id: Option<String>,
     media_ip: Option<IpAddr>,
     udp_ports: Option<String>,
@@ -180,8 +185,10 @@ pub struct ServerConfig {
     pub broker: Broker,
     /// Topic root.
     pub topic_root: String,
-    /// Presence id.
+    /// Presence id (also the server's clientid on the legacy topic).
     pub server_id: String,
+    /// The seed protocol's shared topic, if served.
+    pub legacy_topic: Option<String>,
     /// Media bind address.
     pub media_ip: IpAddr,
     /// UDP port range.
@@ -245,6 +252,12 @@ impl ServeArgs {
         if !crate::signaling::protocol::valid_id(&server_id) {
             return Err(ConfigError::Invalid(format!("server id `{server_id}` must match [A-Za-z0-9_-]{{1,64}}")));
         }
+        let legacy_topic = self.legacy_topic.or(file.legacy_topic);
+        if let Some(t) = &legacy_topic {
+            if t.is_empty() || t.contains(['+', '#']) {
+                return Err(ConfigError::Invalid(format!("legacy topic `{t}` must be a plain topic without wildcards")));
+            }
+        }
         let udp_ports = match self.udp_ports.or(file.udp_ports) {
             None => None,
             Some(s) => Some(parse_ports(&s)?),
@@ -277,6 +290,7 @@ impl ServeArgs {
             broker,
             topic_root,
             server_id,
+            legacy_topic,
             media_ip: self.media_ip.or(file.media_ip).unwrap_or(IpAddr::from([127, 0, 0, 1])),
             udp_ports,
             public_ip: self.public_ip.or(file.public_ip),

@@ -5,6 +5,7 @@
 use super::rate::Bucket;
 use super::room_task::{too_many_rooms, RoomEvent, RoomTask, RoomTracker};
 use super::Shared;
+use crate::signaling::legacy::{self, Legacy, Outbox};
 use crate::signaling::link::LinkEvent;
 use crate::signaling::protocol::{
     parse_client, parse_control, ClientMessage, ErrorCode, Inbound, ProtocolError, ServerMessage,
@@ -104,65 +105,96 @@ impl Dispatcher {
         }
     }
 
-    async fn refuse(&self, topic: Option<String>, e: ProtocolError) {
+    async fn refuse(&self, to: Option<Outbox>, e: ProtocolError) {
         tracing::debug!(error = %e, "refused");
-        if let Some(topic) = topic {
-            let _ = self.shared.link.publish(&topic, ServerMessage::from(e).to_json(), false).await;
+        if let Some(to) = to {
+            let (topic, payload) = to.encode(&ServerMessage::from(e));
+            let _ = self.shared.link.publish(&topic, payload, false).await;
         }
     }
 
+    /// Takes a token from `(room, peer)`'s bucket; refuses (at most once a
+    /// second) when there is none.
+    async fn within_rate(&mut self, room: &str, peer: &str, to: &Outbox) -> bool {
+        let now = Instant::now();
+        let rate = self.shared.config.rate_limit;
+        let bucket = self.buckets.entry((room.to_owned(), peer.to_owned())).or_insert_with(|| Bucket::new(now, rate));
+        if bucket.take(now, rate) {
+            return true;
+        }
+        if bucket.last_refusal.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            bucket.last_refusal = Some(now);
+            let e = ProtocolError::new(ErrorCode::RateLimited, format!("more than {rate} messages a second; slow down"));
+            self.refuse(Some(to.clone()), e).await;
+        }
+        false
+    }
+
     async fn message(&mut self, topic: &str, payload: &[u8]) {
-        let topics = &self.shared.topics;
+        if self.shared.config.legacy_topic.as_deref() == Some(topic) {
+            return self.legacy(topic, payload).await;
+        }
+        let topics = self.shared.topics.clone();
+        let native = |topic: String| Outbox::Native { topic };
         let target = match topics.parse(topic) {
             Ok(t) => t,
-            Err((answer, e)) => return self.refuse(answer, e).await,
+            Err((answer, e)) => return self.refuse(answer.map(native), e).await,
         };
         match target {
             Inbound::Peer { room, peer } => {
-                let out = topics.peer_out(&room, &peer);
                 if payload.is_empty() {
                     return; // an empty (retained-clearing) publish is not a message
                 }
-                let now = Instant::now();
-                let rate = self.shared.config.rate_limit;
-                let bucket = self.buckets.entry((room.clone(), peer.clone())).or_insert_with(|| Bucket::new(now, rate));
-                if !bucket.take(now, rate) {
-                    if bucket.last_refusal.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                        bucket.last_refusal = Some(now);
-                        let e = ProtocolError::new(
-                            ErrorCode::RateLimited,
-                            format!("more than {rate} messages a second; slow down"),
-                        );
-                        self.refuse(Some(out), e).await;
-                    }
+                let outbox = native(topics.peer_out(&room, &peer));
+                if !self.within_rate(&room, &peer, &outbox).await {
                     return;
                 }
                 let msg = match parse_client(payload) {
                     Ok(m) => m,
-                    Err(e) => return self.refuse(Some(out), e).await,
+                    Err(e) => return self.refuse(Some(outbox), e).await,
                 };
                 let creates = matches!(msg, ClientMessage::Offer { .. } | ClientMessage::Candidate(_));
-                self.route(&room, creates, Some(out), RoomEvent::Client { peer, msg }).await;
+                self.route(&room, creates, Some(outbox.clone()), RoomEvent::Client { peer, msg, outbox }).await;
             }
             Inbound::Control { room } => {
-                let errors = topics.control_errors(&room);
+                let errors = native(topics.control_errors(&room));
                 let msg = match parse_control(payload) {
                     Ok(m) => m,
                     Err(e) => return self.refuse(Some(errors), e).await,
                 };
-                let answer = msg.from.as_ref().map(|f| topics.peer_out(&room, f)).or(Some(errors));
+                let answer = msg.from.as_ref().map(|f| native(topics.peer_out(&room, f))).unwrap_or(errors);
                 if self.rooms.contains_key(&room) {
-                    self.route(&room, false, answer, RoomEvent::Control(msg)).await;
+                    self.route(&room, false, Some(answer), RoomEvent::Control(msg)).await;
                 } else {
                     let e = ProtocolError::new(ErrorCode::UnknownPeer, format!("room {room} has nobody in it"));
-                    self.refuse(answer, e).await;
+                    self.refuse(Some(answer), e).await;
                 }
+            }
+        }
+    }
+
+    /// A message on the seed protocol's shared topic (`--legacy-topic`).
+    async fn legacy(&mut self, topic: &str, payload: &[u8]) {
+        let server = self.shared.config.server_id.clone();
+        let outbox = |peer: &str| Outbox::Legacy { topic: topic.to_owned(), server: server.clone(), peer: peer.to_owned() };
+        match legacy::parse(payload, &server) {
+            Legacy::Ignore => {}
+            Legacy::Refused { peer: Some(peer), error } => self.refuse(Some(outbox(&peer)), error).await,
+            Legacy::Refused { peer: None, error } => tracing::debug!(%error, "legacy message refused"),
+            Legacy::Message { peer, msg } => {
+                let room = legacy::room_for(topic);
+                let to = outbox(&peer);
+                if !self.within_rate(&room, &peer, &to).await {
+                    return;
+                }
+                let creates = matches!(msg, ClientMessage::Offer { .. } | ClientMessage::Candidate(_));
+                self.route(&room, creates, Some(to.clone()), RoomEvent::Client { peer, msg, outbox: to }).await;
             }
         }
     }
 
     /// Sends `ev` to `room`'s task, starting one if `create` and allowed.
-    async fn route(&mut self, room: &str, create: bool, answer: Option<String>, ev: RoomEvent) {
+    async fn route(&mut self, room: &str, create: bool, answer: Option<Outbox>, ev: RoomEvent) {
         if !self.rooms.contains_key(room) {
             if !create {
                 return;

@@ -86,7 +86,10 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
             Broker::Embedded { .. } => None,
         },
         will: Some((presence.clone(), br#"{"online":false}"#.to_vec(), true)),
-        subscriptions: vec![topics.peer_filter(), topics.control_filter()],
+        subscriptions: [topics.peer_filter(), topics.control_filter()]
+            .into_iter()
+            .chain(config.legacy_topic.clone())
+            .collect(),
         announce: vec![(presence.clone(), br#"{"online":true}"#.to_vec(), true)],
         keep_alive: Duration::from_secs(5),
     })?;

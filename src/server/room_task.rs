@@ -11,6 +11,7 @@ use crate::pipeline::audio::AudioMixer;
 use crate::pipeline::scene::{SceneSnapshot, SharedScene, Tile};
 use crate::pipeline::view::View;
 use crate::room::{Join, Leave, Output, Role, Room, RoomConfig, Scene, ViewKey};
+use crate::signaling::legacy::Outbox;
 use crate::signaling::protocol::{Candidate, ClientMessage, ControlMessage, ErrorCode, ProtocolError, ServerMessage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,6 +36,8 @@ pub enum RoomEvent {
         peer: String,
         /// The message.
         msg: ClientMessage,
+        /// Where answers to this peer go.
+        outbox: Outbox,
     },
     /// A control command.
     Control(ControlMessage),
@@ -80,6 +83,7 @@ pub struct RoomTracker {
 
 struct Member {
     session: SessionHandle,
+    outbox: Outbox,
     view: Option<ViewKey>,
     connected: bool,
 }
@@ -220,9 +224,21 @@ impl RoomTask {
         self.tracker.members.store(0, Ordering::Release);
     }
 
+    /// Where messages to `peer` go: its member's outbox, else its v1 topic.
+    fn outbox(&self, peer: &str) -> Outbox {
+        match self.members.get(peer) {
+            Some(m) => m.outbox.clone(),
+            None => Outbox::Native { topic: self.shared.topics.peer_out(self.room.id(), peer) },
+        }
+    }
+
     async fn reply(&self, peer: &str, msg: ServerMessage) {
-        let topic = self.shared.topics.peer_out(self.room.id(), peer);
-        if let Err(e) = self.shared.link.publish(&topic, msg.to_json(), false).await {
+        self.send(&self.outbox(peer), msg).await;
+    }
+
+    async fn send(&self, outbox: &Outbox, msg: ServerMessage) {
+        let (topic, payload) = outbox.encode(&msg);
+        if let Err(e) = self.shared.link.publish(&topic, payload, false).await {
             tracing::debug!(error = %e, "reply not sent");
         }
     }
@@ -235,8 +251,8 @@ impl RoomTask {
             }
         }
         match ev {
-            RoomEvent::Client { peer, msg } => match msg {
-                ClientMessage::Offer { sdp, name, view } => self.offer(peer, sdp, name, view).await,
+            RoomEvent::Client { peer, msg, outbox } => match msg {
+                ClientMessage::Offer { sdp, name, view } => self.offer(peer, sdp, name, view, outbox).await,
                 ClientMessage::Candidate(c) => match self.members.get(&peer) {
                     Some(m) => m.session.candidate(c),
                     None => {
@@ -272,9 +288,10 @@ impl RoomTask {
                 }
                 match event {
                     SessionEvent::Refused(error) => {
+                        let outbox = self.outbox(&peer);
                         self.members.remove(&peer);
                         self.room.leave(now, &peer, Leave::Requested);
-                        self.reply(&peer, error.into()).await;
+                        self.send(&outbox, error.into()).await;
                     }
                     SessionEvent::Connected => {
                         tracing::info!(peer = %peer, "connected");
@@ -310,13 +327,14 @@ impl RoomTask {
         sdp: String,
         name: Option<String>,
         view: Option<crate::signaling::protocol::ViewRequest>,
+        outbox: Outbox,
     ) {
         if let Err(e) = self.room.admits(&peer) {
-            return self.reply(&peer, e.into()).await;
+            return self.send(&outbox, e.into()).await;
         }
         let info = match inspect_offer(&sdp) {
             Ok(i) => i,
-            Err(e) => return self.reply(&peer, e.into()).await,
+            Err(e) => return self.send(&outbox, e.into()).await,
         };
         let role = match (info.sends(), info.receives()) {
             (true, true) => Role::Participant,
@@ -330,7 +348,7 @@ impl RoomTask {
         self.leaving.remove(&peer);
         let id = match self.room.join(now, join) {
             Ok(id) => id,
-            Err(e) => return self.reply(&peer, e.into()).await,
+            Err(e) => return self.send(&outbox, e.into()).await,
         };
         self.generation += 1;
         let session = session::start(SessionStart {
@@ -343,7 +361,7 @@ impl RoomTask {
             early_candidates: self.pending.remove(&peer).map(|(_, c)| c).unwrap_or_default(),
             options: self.shared.peer_options.clone(),
             link: self.shared.link.clone(),
-            out_topic: self.shared.topics.peer_out(self.room.id(), &peer),
+            outbox: outbox.clone(),
             room_tx: self.inbox_tx.clone(),
         });
         if info.audio.sends {
@@ -353,7 +371,7 @@ impl RoomTask {
             self.audio.add_output(id, session.audio_tx.clone(), info.opus_fec);
         }
         tracing::info!(peer = %peer, role = role.as_str(), "joined");
-        self.members.insert(peer, Member { session, view: None, connected: false });
+        self.members.insert(peer, Member { session, outbox, view: None, connected: false });
         // The room's Scene/Views outputs (queued by join) now find the session.
     }
 

@@ -12,6 +12,7 @@ use crate::pipeline::audio::AudioInput;
 use crate::pipeline::decode::VideoDecoder;
 use crate::pipeline::slot::FrameSlot;
 use crate::pipeline::view::EncodedFrame;
+use crate::signaling::legacy::Outbox;
 use crate::signaling::link::Link;
 use crate::signaling::protocol::{Candidate, ErrorCode, ProtocolError, ServerMessage};
 use bytes::Bytes;
@@ -107,8 +108,8 @@ pub struct SessionStart {
     pub options: PeerOptions,
     /// Signaling.
     pub link: Link,
-    /// The member's `out` topic.
-    pub out_topic: String,
+    /// Where messages to the member go.
+    pub outbox: Outbox,
     /// Back to the room task.
     pub room_tx: mpsc::Sender<RoomEvent>,
 }
@@ -219,7 +220,7 @@ async fn run(
             ev = events.recv() => match ev {
                 Some(PeerEvent::Candidate(c)) => {
                     if !answered.contains(c.candidate.as_deref().unwrap_or_default()) {
-                        let _ = s.link.publish(&s.out_topic, ServerMessage::Candidate(c).to_json(), false).await;
+                        send(&s, &ServerMessage::Candidate(c)).await;
                     }
                 }
                 Some(PeerEvent::GatheringComplete) => {}
@@ -331,16 +332,14 @@ async fn negotiate(
             Some((t, ssrc, sender)) => payload_type(sender.get_parameters().await).map(|pt| (t, ssrc, pt)),
             None => None,
         };
-        s.link
-            .publish(&s.out_topic, ServerMessage::Answer { sdp }.to_json(), false)
-            .await
-            .map_err(|e| internal(e.to_string()))?;
+        let (topic, payload) = s.outbox.encode(&ServerMessage::Answer { sdp });
+        s.link.publish(&topic, payload, false).await.map_err(|e| internal(e.to_string()))?;
         // Anything that arrived while we waited goes back in the queue.
         for ev in early {
             match ev {
                 PeerEvent::Candidate(c) if answered.contains(c.candidate.as_deref().unwrap_or_default()) => {}
                 PeerEvent::Candidate(c) => {
-                    let _ = s.link.publish(&s.out_topic, ServerMessage::Candidate(c).to_json(), false).await;
+                    send(s, &ServerMessage::Candidate(c)).await;
                 }
                 PeerEvent::State(state) => tracing::debug!(%state, "connection state"),
                 _ => {}
@@ -358,13 +357,21 @@ async fn negotiate(
     }
 }
 
+/// Sends a message to the member (in its dialect).
+async fn send(s: &SessionStart, msg: &ServerMessage) {
+    let (topic, payload) = s.outbox.encode(msg);
+    if let Err(e) = s.link.publish(&topic, payload, false).await {
+        tracing::debug!(error = %e, "not sent");
+    }
+}
+
 async fn apply_candidate(s: &SessionStart, pc: &Arc<dyn PeerConnection>, c: Candidate) {
     if c.is_end() {
         return;
     }
     if let Err(e) = pc.add_ice_candidate(peer::to_init(&c)).await {
         let err = ProtocolError::new(ErrorCode::BadCandidate, e.to_string());
-        let _ = s.link.publish(&s.out_topic, ServerMessage::from(err).to_json(), false).await;
+        send(s, &ServerMessage::from(err)).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! MQTT signaling: the wire protocol (pure) and the broker link.
 
 pub mod broker;
+pub mod legacy;
 pub mod link;
 pub mod protocol;
