@@ -255,7 +255,9 @@ impl ServeArgs {
         let legacy_topic = self.legacy_topic.or(file.legacy_topic);
         if let Some(t) = &legacy_topic {
             if t.is_empty() || t.contains(['+', '#']) {
-                return Err(ConfigError::Invalid(format!("legacy topic `{t}` must be a plain topic without wildcards")));
+                return Err(ConfigError::Invalid(format!(
+                    "legacy topic `{t}` must be a plain topic without wildcards"
+                )));
             }
         }
         let udp_ports = match self.udp_ports.or(file.udp_ports) {

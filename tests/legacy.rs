@@ -55,7 +55,8 @@ async fn phone(url: &str, id: &str, color: usize) -> Phone {
     pc.set_local_description(offer.clone()).await.unwrap();
     let me = id.to_owned();
     let signal = move |kind: &str, data: serde_json::Value| {
-        serde_json::to_vec(&serde_json::json!({"command": "signal", "clientid": me, "type": kind, "data": data})).unwrap()
+        serde_json::to_vec(&serde_json::json!({"command": "signal", "clientid": me, "type": kind, "data": data}))
+            .unwrap()
     };
     link.publish(TOPIC, signal("offer", offer.sdp.clone().into()), false).await.unwrap();
 

@@ -124,7 +124,8 @@ impl Dispatcher {
         }
         if bucket.last_refusal.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             bucket.last_refusal = Some(now);
-            let e = ProtocolError::new(ErrorCode::RateLimited, format!("more than {rate} messages a second; slow down"));
+            let e =
+                ProtocolError::new(ErrorCode::RateLimited, format!("more than {rate} messages a second; slow down"));
             self.refuse(Some(to.clone()), e).await;
         }
         false
@@ -176,7 +177,8 @@ impl Dispatcher {
     /// A message on the seed protocol's shared topic (`--legacy-topic`).
     async fn legacy(&mut self, topic: &str, payload: &[u8]) {
         let server = self.shared.config.server_id.clone();
-        let outbox = |peer: &str| Outbox::Legacy { topic: topic.to_owned(), server: server.clone(), peer: peer.to_owned() };
+        let outbox =
+            |peer: &str| Outbox::Legacy { topic: topic.to_owned(), server: server.clone(), peer: peer.to_owned() };
         match legacy::parse(payload, &server) {
             Legacy::Ignore => {}
             Legacy::Refused { peer: Some(peer), error } => self.refuse(Some(outbox(&peer)), error).await,

@@ -36,7 +36,10 @@ impl Outbox {
             Outbox::Legacy { topic, server, peer } => {
                 let (kind, data) = match msg {
                     ServerMessage::Answer { sdp } => ("answer", json!(sdp)),
-                    ServerMessage::Candidate(c) => ("candidate", json!({"candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_m_line_index})),
+                    ServerMessage::Candidate(c) => (
+                        "candidate",
+                        json!({"candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_m_line_index}),
+                    ),
                     ServerMessage::Error { code, message } => ("error", json!({"code": code, "message": message})),
                     ServerMessage::Bye { reason } => ("bye", json!({"reason": reason})),
                 };
@@ -119,7 +122,8 @@ pub fn parse(payload: &[u8], server: &str) -> Legacy {
             error: ProtocolError::new(ErrorCode::BadId, "clientid must match [A-Za-z0-9_-]{1,64}"),
         };
     }
-    let bad = |m: &str| Legacy::Refused { peer: Some(peer.clone()), error: ProtocolError::new(ErrorCode::BadMessage, m) };
+    let bad =
+        |m: &str| Legacy::Refused { peer: Some(peer.clone()), error: ProtocolError::new(ErrorCode::BadMessage, m) };
     let msg = match raw.kind.as_str() {
         "offer" => match raw.data {
             serde_json::Value::String(sdp) => ClientMessage::Offer { sdp, name: None, view: None },
@@ -147,7 +151,13 @@ mod tests {
     #[test]
     fn reads_the_seed_format_and_ignores_what_is_not_for_us() {
         let offer = br#"{"command":"signal","clientid":"phone1","type":"offer","data":"v=0\r\n"}"#;
-        assert_eq!(parse(offer, "srv"), Legacy::Message { peer: "phone1".into(), msg: ClientMessage::Offer { sdp: "v=0\r\n".into(), name: None, view: None } });
+        assert_eq!(
+            parse(offer, "srv"),
+            Legacy::Message {
+                peer: "phone1".into(),
+                msg: ClientMessage::Offer { sdp: "v=0\r\n".into(), name: None, view: None }
+            }
+        );
         let cand = br#"{"command":"signal","clientid":"phone1","type":"candidate","data":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#;
         assert!(matches!(parse(cand, "srv"), Legacy::Message { msg: ClientMessage::Candidate(_), .. }));
         for ignored in [
@@ -159,8 +169,14 @@ mod tests {
         ] {
             assert_eq!(parse(ignored, "srv"), Legacy::Ignore, "{}", String::from_utf8_lossy(ignored));
         }
-        assert!(matches!(parse(br#"{"command":"signal","clientid":"a b","type":"offer","data":"x"}"#, "srv"), Legacy::Refused { peer: None, .. }));
-        assert!(matches!(parse(br#"{"command":"signal","clientid":"a","type":"offer","data":5}"#, "srv"), Legacy::Refused { peer: Some(_), .. }));
+        assert!(matches!(
+            parse(br#"{"command":"signal","clientid":"a b","type":"offer","data":"x"}"#, "srv"),
+            Legacy::Refused { peer: None, .. }
+        ));
+        assert!(matches!(
+            parse(br#"{"command":"signal","clientid":"a","type":"offer","data":5}"#, "srv"),
+            Legacy::Refused { peer: Some(_), .. }
+        ));
     }
 
     #[test]
