@@ -169,6 +169,7 @@ impl ClientArgs {
             record_audio: self.record_audio.as_ref().map(suffix),
             layouts: self.layouts.clone(),
             peer_options: PeerOptions { bind_ip: self.media_ip, ..PeerOptions::default() },
+            relay: None,
         })
     }
 }

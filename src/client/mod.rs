@@ -71,6 +71,47 @@ pub struct ClientOptions {
     pub layouts: PathBuf,
     /// Peer connection settings.
     pub peer_options: PeerOptions,
+    /// Route media through a relay: each server candidate's address is
+    /// replaced by what this returns (dropped on `None`), and this client's
+    /// own candidates are not sent, so the server only learns the relay's
+    /// address. For impairment tests (loss, delay) and for clients behind a
+    /// TURN-less relay.
+    pub relay: Option<CandidateMap>,
+}
+
+/// Maps a server media address to the address to send to instead.
+#[derive(Clone)]
+pub struct CandidateMap(pub Arc<dyn Fn(std::net::SocketAddr) -> Option<std::net::SocketAddr> + Send + Sync>);
+
+impl std::fmt::Debug for CandidateMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CandidateMap")
+    }
+}
+
+/// Applies a candidate map to one `candidate:` line.
+fn map_candidate(line: &str, map: &CandidateMap) -> Option<String> {
+    let mut f: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+    if f.len() < 8 || !f[2].eq_ignore_ascii_case("udp") {
+        return None;
+    }
+    let addr: std::net::SocketAddr = format!("{}:{}", f[4], f[5]).parse().ok()?;
+    let to = (map.0)(addr)?;
+    f[4] = to.ip().to_string();
+    f[5] = to.port().to_string();
+    Some(f.join(" "))
+}
+
+/// Applies a candidate map to every `a=candidate:` line of an SDP.
+fn map_sdp(sdp: &str, map: &CandidateMap) -> String {
+    sdp.split("\r\n")
+        .filter_map(|line| match line.strip_prefix("a=") {
+            Some(c) if c.starts_with("candidate:") => map_candidate(c, map).map(|c| format!("a={c}")),
+            _ => Some(line.to_owned()),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 impl ClientOptions {
@@ -99,6 +140,7 @@ impl ClientOptions {
             record_audio: None,
             layouts: PathBuf::from("layouts"),
             peer_options: PeerOptions::default(),
+            relay: None,
         }
     }
 }
@@ -311,6 +353,7 @@ impl Client {
                                 match serde_json::from_slice::<Incoming>(&payload) {
                                     Ok(Incoming::Answer { sdp }) => {
                                         *shared.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                                        let sdp = match &o.relay { Some(map) => map_sdp(&sdp, map), None => sdp };
                                         let applied = match RTCSessionDescription::answer(sdp) {
                                             Ok(a) => pc.set_remote_description(a).await,
                                             Err(e) => Err(e),
@@ -336,8 +379,14 @@ impl Client {
                                             start_sources(&o, pending_start.take(), &video_out, &media, &shared, &mut tasks);
                                         }
                                     }
-                                    Ok(Incoming::Candidate(c)) => {
+                                    Ok(Incoming::Candidate(mut c)) => {
                                         if c.is_end() { continue; }
+                                        if let Some(map) = &o.relay {
+                                            match c.candidate.as_deref().and_then(|l| map_candidate(l, map)) {
+                                                Some(line) => c.candidate = Some(line),
+                                                None => continue,
+                                            }
+                                        }
                                         if remote_set { let _ = pc.add_ice_candidate(peer::to_init(&c)).await; } else { queued.push(c); }
                                     }
                                     Ok(Incoming::Error { code, message }) => {
@@ -353,6 +402,7 @@ impl Client {
                                 }
                             }
                             ev = pev_rx.recv() => match ev {
+                                Some(PeerEvent::Candidate(_)) if o.relay.is_some() => {}
                                 Some(PeerEvent::Candidate(c)) => {
                                     let msg = serde_json::json!({"type": "candidate", "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_m_line_index});
                                     let _ = link.publish(&in_topic, serde_json::to_vec(&msg).unwrap_or_default(), false).await;
@@ -434,6 +484,11 @@ impl Client {
     /// Takes the latency samples (ms) measured so far.
     pub fn take_latencies(&self) -> Vec<u32> {
         self.shared.received.take_latencies()
+    }
+
+    /// Takes the latency samples (ms) measured so far, with each tile's peer.
+    pub fn take_latencies_by_peer(&self) -> Vec<(String, u32)> {
+        self.shared.received.take_latencies_by_peer()
     }
 
     /// The room state last published.

@@ -66,8 +66,9 @@ pub struct Received {
     pub audio_packets: AtomicU64,
     /// When the first picture was decoded.
     pub first_frame: OnceLock<Instant>,
-    /// Capture-to-display latencies (ms) read from this process's tiles.
-    pub latencies: Mutex<Vec<u32>>,
+    /// Capture-to-display latencies (ms) read from this process's tiles,
+    /// with the tile's peer.
+    pub latencies: Mutex<Vec<(String, u32)>>,
     /// The last seconds of the mix.
     pub audio: Mutex<VecDeque<f32>>,
     /// Where tiles are, for latency.
@@ -97,6 +98,11 @@ impl Received {
 
     /// Takes the latency samples gathered so far.
     pub fn take_latencies(&self) -> Vec<u32> {
+        std::mem::take(&mut *lock(&self.latencies)).into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Takes the latency samples gathered so far, with each tile's peer.
+    pub fn take_latencies_by_peer(&self) -> Vec<(String, u32)> {
         std::mem::take(&mut *lock(&self.latencies))
     }
 }
@@ -204,7 +210,7 @@ fn measure_latency(r: &Received, frame: &FrameRef<'_>) {
         if let Some(stamp) = read_stamp_mapped(frame, dst, crop, sw, sh) {
             let latency = (now as u32).wrapping_sub(stamp) & 0xff_ffff;
             if latency < 10_000 {
-                samples.push(latency);
+                samples.push((peer.clone(), latency));
             }
         }
     }

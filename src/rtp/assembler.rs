@@ -15,9 +15,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Most packets held while waiting for a missing one.
-pub const REORDER_PACKETS: usize = 32;
-/// Longest a gap is waited for before it counts as lost.
-pub const REORDER_WAIT: Duration = Duration::from_millis(60);
+pub const REORDER_PACKETS: usize = 128;
+/// Longest a gap is waited for before it counts as lost: long enough for
+/// a NACK and its retransmission (NACKs go out every 20 ms) to fill it
+/// twice on a good network, short enough not to freeze a picture for long.
+pub const REORDER_WAIT: Duration = Duration::from_millis(150);
 /// Largest access unit assembled (a 4K keyframe fits comfortably).
 pub const MAX_ACCESS_UNIT: usize = 4 * 1024 * 1024;
 

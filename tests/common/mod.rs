@@ -2,6 +2,8 @@
 //! loopback ports (embedded broker), clients, and waiting with deadlines.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
