@@ -20,6 +20,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
 
 /// `tessera serve`.
 pub fn serve(args: tessera::config::ServeArgs) -> Result<(), BoxError> {
+    tessera::server::memory::limit_arenas();
     let config = args.resolve()?;
     runtime()?.block_on(async {
         let shutdown = async {

@@ -4,106 +4,14 @@
 
 mod common;
 
+use common::mosquitto::Mosquitto;
 use common::*;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tessera::client::Notice;
 use tessera::media::pattern::palette;
 use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const USERS: &[(&str, &str)] =
-    &[("tessera-server", "server-secret"), ("alice", "a-pw"), ("bob", "b-pw"), ("carol", "c-pw"), ("mallory", "m-pw")];
-
-/// Mosquitto running `deploy/mosquitto/mosquitto.conf`, moved to free
-/// ports and a temporary folder.
-struct Mosquitto {
-    child: Option<Child>,
-    conf: PathBuf,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let dir = std::env::temp_dir().join(format!("tessera-mosquitto-{}", free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/mosquitto");
-        std::fs::copy(shipped.join("acl"), dir.join("acl")).unwrap();
-        let passwd = dir.join("passwd");
-        for (i, (user, pass)) in USERS.iter().enumerate() {
-            let mut cmd = Command::new("mosquitto_passwd");
-            if i == 0 {
-                cmd.arg("-c");
-            }
-            let st = cmd
-                .arg("-b")
-                .arg(&passwd)
-                .args([user, pass])
-                .status()
-                .expect("mosquitto_passwd (scripts/install-deps)");
-            assert!(st.success());
-        }
-        let (port, ws_port) = (free_port(), free_port());
-        let conf = std::fs::read_to_string(shipped.join("mosquitto.conf"))
-            .unwrap()
-            .replace("/etc/mosquitto/tessera/", &format!("{}/", dir.display()))
-            .replace("listener 1883 127.0.0.1", &format!("listener {port} 127.0.0.1"))
-            .replace("listener 8083 lo", &format!("listener {ws_port} lo"));
-        assert!(conf.contains(&format!("listener {port}")), "the shipped config changed shape");
-        let conf_path = dir.join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        // Started as root, Mosquitto drops to its own user: let it read the files.
-        if unsafe_is_root() {
-            let _ = Command::new("chown").arg("-R").arg("mosquitto:mosquitto").arg(&dir).status();
-            let _ = Command::new("chmod").arg("755").arg(&dir).status();
-        }
-        let mut m = Mosquitto { child: None, conf: conf_path, port, dir };
-        m.run();
-        m
-    }
-
-    fn run(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("log")).unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self, user: &str) -> String {
-        let pass = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).unwrap();
-        format!("mqtt://{user}:{pass}@127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn unsafe_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
-}
 
 fn as_user(server: &Server, mq: &Mosquitto, room: &str, peer: &str, index: usize) -> tessera::client::ClientOptions {
     let mut o = server.client(room, peer, index);

@@ -193,6 +193,7 @@ pub struct Room {
     layouts: Arc<BTreeMap<String, Arc<Layout>>>,
     layout: Arc<Layout>,
     members: Vec<Participant>,
+    departing: std::collections::BTreeSet<String>,
     next_id: u64,
     detector: SpeakerDetector,
     speaking: Vec<u64>,
@@ -212,6 +213,7 @@ impl Room {
             layouts,
             layout,
             members: Vec::new(),
+            departing: Default::default(),
             next_id: 1,
             speaking: Vec::new(),
             outputs: VecDeque::new(),
@@ -243,7 +245,9 @@ impl Room {
 
     /// Whether `peer` may join now (a re-join always may).
     pub fn admits(&self, peer: &str) -> Result<(), ProtocolError> {
-        if self.member(peer).is_some() || self.members.len() < self.config.max_participants {
+        // Members on their way out do not hold a place.
+        let counted = self.members.len() - self.members.iter().filter(|m| self.departing.contains(&m.peer)).count();
+        if self.member(peer).is_some() || counted < self.config.max_participants {
             Ok(())
         } else {
             Err(ProtocolError::new(
@@ -253,10 +257,24 @@ impl Room {
         }
     }
 
+    /// Marks a member as leaving (it said so; its owner waits for its media
+    /// to stop before [`Room::leave`]): its place is free for newcomers.
+    pub fn depart(&mut self, peer: &str) {
+        if self.member(peer).is_some() {
+            self.departing.insert(peer.to_owned());
+        }
+    }
+
+    /// Cancels [`Room::depart`]: the member stays after all.
+    pub fn stay(&mut self, peer: &str) {
+        self.departing.remove(peer);
+    }
+
     /// Adds (or replaces) a member. Returns its media id.
     pub fn join(&mut self, now: Duration, join: Join) -> Result<u64, ProtocolError> {
         self.now = now;
         self.admits(&join.peer)?;
+        self.departing.remove(&join.peer);
         let id = self.next_id;
         self.next_id += 1;
         let view_request = join.view.map(|v| (v.width, v.height));
@@ -288,6 +306,7 @@ impl Room {
     /// Removes a member.
     pub fn leave(&mut self, now: Duration, peer: &str, why: Leave) {
         self.now = now;
+        self.departing.remove(peer);
         let Some(i) = self.members.iter().position(|m| m.peer == peer) else { return };
         let gone = self.members.remove(i);
         self.detector.remove(gone.id);

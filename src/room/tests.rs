@@ -188,3 +188,20 @@ fn shutdown_says_bye_to_everyone() {
     assert_eq!(byes, 2);
     assert_eq!(out.last(), Some(&Output::Empty));
 }
+
+#[test]
+fn a_departing_member_frees_its_place() {
+    let mut r = room(2);
+    r.join(T, join("a", Role::Participant)).unwrap();
+    r.join(T, join("b", Role::Participant)).unwrap();
+    assert_eq!(r.join(T, join("c", Role::Participant)).unwrap_err().code, ErrorCode::RoomFull);
+    r.depart("b");
+    r.join(T, join("c", Role::Participant)).unwrap();
+    // b turns out to stay: the room is over by one until someone leaves.
+    r.stay("b");
+    assert_eq!(r.members().len(), 3);
+    assert_eq!(r.join(T, join("d", Role::Participant)).unwrap_err().code, ErrorCode::RoomFull);
+    r.leave(T, "a", Leave::Requested);
+    r.leave(T, "b", Leave::Requested);
+    r.join(T, join("d", Role::Participant)).unwrap();
+}

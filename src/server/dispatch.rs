@@ -24,6 +24,9 @@ struct RoomEntry {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How often the server's presence (with its load) is republished.
+const PRESENCE_INTERVAL: Duration = Duration::from_secs(5);
+
 pub(super) struct Dispatcher {
     shared: Arc<Shared>,
     rooms: HashMap<String, RoomEntry>,
@@ -41,6 +44,7 @@ impl Dispatcher {
     pub(super) async fn run(mut self, mut events: mpsc::Receiver<LinkEvent>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        let mut presence = tokio::time::interval(PRESENCE_INTERVAL);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -56,6 +60,11 @@ impl Dispatcher {
                     None => break,
                 },
                 Some(room) = self.idle_rx.recv() => self.maybe_remove(&room),
+                _ = presence.tick() => {
+                    self.publish_presence().await;
+                    // Sessions end asynchronously: hand back what they freed.
+                    super::memory::trim();
+                }
                 _ = sweep.tick() => {
                     let now = Instant::now();
                     self.buckets.retain(|_, b| !b.idle_since(now, Duration::from_secs(60)));
@@ -71,6 +80,17 @@ impl Dispatcher {
             }
         }
         self.shutdown().await;
+    }
+
+    /// Presence with load figures, for monitoring: rooms, members (and
+    /// sessions being set up), tokio tasks alive.
+    async fn publish_presence(&self) {
+        let members: usize = self.rooms.values().map(|r| r.tracker.members.load(Ordering::Relaxed)).sum();
+        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let payload =
+            serde_json::json!({"online": true, "rooms": self.rooms.len(), "members": members, "tasks": tasks});
+        let topic = self.shared.topics.server(&self.shared.config.server_id);
+        let _ = self.shared.link.publish(&topic, payload.to_string().into_bytes(), true).await;
     }
 
     async fn shutdown(&mut self) {

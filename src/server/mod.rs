@@ -7,6 +7,7 @@
 //! server's presence turns offline.
 
 mod dispatch;
+pub mod memory;
 mod rate;
 pub mod room_task;
 pub mod session;

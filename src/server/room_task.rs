@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 /// Inbox size of a room task.
 pub const INBOX: usize = 256;
 /// A leave is carried out once the member's media has stopped this long.
-const LEAVE_CONFIRM: Duration = Duration::from_millis(600);
+const LEAVE_CONFIRM: Duration = Duration::from_millis(250);
 /// A leave whose member keeps sending media this long is ignored.
 const LEAVE_DOUBT: Duration = Duration::from_secs(5);
 /// How long candidates wait for their offer.
@@ -107,7 +107,6 @@ pub(super) struct RoomTask {
     idle_due: bool,
     was_idle: bool,
     start: Instant,
-    span: tracing::Span,
 }
 
 impl RoomTask {
@@ -152,9 +151,9 @@ impl RoomTask {
             idle_due: false,
             was_idle: false,
             start: Instant::now(),
-            span: tracing::info_span!("room", room = %id),
         };
-        let handle = tokio::spawn(task.run(rx));
+        let span = tracing::info_span!("room", room = %id);
+        let handle = tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
         Ok((tx, tracker, handle))
     }
 
@@ -163,8 +162,6 @@ impl RoomTask {
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<RoomEvent>) {
-        let span = self.span.clone();
-        let _enter = span.enter();
         tracing::info!("room opened");
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -214,6 +211,9 @@ impl RoomTask {
             self.was_idle = empty;
         }
         self.close_all();
+        // Drop the room's threads and buffers before trimming.
+        drop(self);
+        super::memory::trim();
         tracing::info!("room closed");
     }
 
@@ -274,6 +274,7 @@ impl RoomTask {
                         .get(&peer)
                         .is_some_and(|m| m.session.info.sends() && m.session.silent_for() < LEAVE_CONFIRM);
                     if alive {
+                        self.room.depart(&peer);
                         self.leaving.entry(peer).or_insert_with(Instant::now);
                     } else {
                         self.room.leave(now, &peer, Leave::Requested);
@@ -497,6 +498,7 @@ impl RoomTask {
         let now = self.now();
         // Leaves waiting for the member's media to stop.
         let mut confirmed = Vec::new();
+        let mut stayed = Vec::new();
         self.leaving.retain(|peer, since| match self.members.get(peer) {
             None => false,
             Some(m) if m.session.silent_for() >= LEAVE_CONFIRM => {
@@ -505,10 +507,14 @@ impl RoomTask {
             }
             Some(_) if since.elapsed() > LEAVE_DOUBT => {
                 tracing::info!(peer = %peer, "ignored a leave: the member's media never stopped (a broker restart's last will?)");
+                stayed.push(peer.clone());
                 false
             }
             Some(_) => true,
         });
+        for peer in stayed {
+            self.room.stay(&peer);
+        }
         for peer in confirmed {
             self.room.leave(now, &peer, Leave::Requested);
         }

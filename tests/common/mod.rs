@@ -2,6 +2,7 @@
 //! loopback ports (embedded broker), clients, and waiting with deadlines.
 #![allow(dead_code)]
 
+pub mod mosquitto;
 pub mod relay;
 
 use std::net::TcpListener;
@@ -105,6 +106,11 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What it logged so far.
