@@ -109,16 +109,32 @@ struct Channel {
 }
 
 /// The mix-minus mixer for one room.
-#[derive(Default)]
+///
+/// Besides one output per channel it keeps the *full mix* (everyone, with
+/// its own limiter): what every listener who contributes nothing hears, so
+/// such listeners need no channel and can share one encoder.
 pub struct Mixer {
     channels: Vec<Channel>,
     sum: Vec<f32>,
+    full: AudioFrame,
+    full_limiter: Limiter,
+}
+
+impl Default for Mixer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Mixer {
     /// An empty mixer.
     pub fn new() -> Self {
-        Self { channels: Vec::new(), sum: vec![0.0; SAMPLES_PER_FRAME] }
+        Self {
+            channels: Vec::new(),
+            sum: vec![0.0; SAMPLES_PER_FRAME],
+            full: AudioFrame::silence(),
+            full_limiter: Limiter::default(),
+        }
     }
 
     /// Adds channel `id` (no-op if present).
@@ -186,7 +202,7 @@ impl Mixer {
     }
 
     /// Mixes this tick: afterwards [`Mixer::output`] holds each channel's
-    /// mix and [`Mixer::level`] its input level. Inputs are consumed: a
+    /// mix, [`Mixer::full_mix`] everyone's and [`Mixer::level`] each input level. Inputs are consumed: a
     /// channel that pushes nothing next tick contributes silence.
     pub fn tick(&mut self) {
         self.sum.iter_mut().for_each(|s| *s = 0.0);
@@ -212,6 +228,14 @@ impl Mixer {
             c.limiter.process(&mut c.output);
             c.has_input = false;
         }
+        self.full.samples.copy_from_slice(&self.sum);
+        self.full_limiter.process(&mut self.full);
+    }
+
+    /// Everyone's voice from the last tick (limited): the mix of a listener
+    /// who is not a channel.
+    pub fn full_mix(&self) -> &AudioFrame {
+        &self.full
     }
 
     /// Channel `id`'s mix from the last tick.
@@ -280,6 +304,28 @@ mod tests {
     }
 
     #[test]
+    fn the_full_mix_holds_every_tone_and_is_limited() {
+        let n = 6;
+        let mut mixer = Mixer::new();
+        let mut tones: Vec<Tone> = (0..n).map(|i| Tone::new(tone_for(i), 0.4)).collect();
+        (0..n).for_each(|i| mixer.add(i as u64));
+        let (mut full, mut frame) = (Vec::new(), AudioFrame::silence());
+        for _ in 0..10 {
+            for (i, t) in tones.iter_mut().enumerate() {
+                t.next_frame(&mut frame);
+                mixer.push(i as u64, &frame);
+            }
+            mixer.tick();
+            full.extend_from_slice(&mixer.full_mix().samples);
+        }
+        for j in 0..n {
+            let p = tone_power_db(&full, tone_for(j));
+            assert!(p > -30.0, "tone {j} missing from the full mix: {p:.1} dB");
+        }
+        assert!(full.iter().all(|s| s.abs() < 1.0), "the full mix is limited");
+    }
+
+    #[test]
     fn many_talkers_are_limited_softly_not_clipped() {
         let outs = run(32, 20, 0.5);
         for out in &outs {
@@ -301,6 +347,7 @@ mod tests {
         mixer.tick();
         assert_eq!(mixer.output(2).unwrap(), &frame);
         assert!(mixer.output(1).unwrap().peak() < 1e-6);
+        assert_eq!(mixer.full_mix(), &frame);
     }
 
     #[test]
