@@ -56,7 +56,9 @@ pub struct ClientArgs {
     /// participant (send and receive), viewer (receive only) or source (send only).
     #[arg(long, value_enum, default_value_t = ClientRole::Participant)]
     role: ClientRole,
-    /// Video to send: `pattern`, `none` or a .y4m file.
+    /// Video to send: `pattern`, `none`, a .y4m file (looped), `-` (live
+    /// Y4M on stdin, e.g. from `ffmpeg ... -f yuv4mpegpipe -`) or a V4L2
+    /// camera: `camera` (/dev/video0) or its device path (needs ffmpeg).
     #[arg(long, default_value = "pattern")]
     video: String,
     /// Pattern colour [default: a distinct one per client].
@@ -131,8 +133,24 @@ impl ClientArgs {
             "pattern" => VideoSource::Pattern(self.color.unwrap_or_else(|| palette(i))),
             "none" => VideoSource::None,
             path if path.ends_with(".y4m") => VideoSource::Y4m(PathBuf::from(path)),
-            other => return Err(format!("--video {other}: expected pattern, none or a .y4m file").into()),
+            "-" => VideoSource::Stdin,
+            "camera" => VideoSource::Camera(PathBuf::from("/dev/video0")),
+            path if path.starts_with("/dev/") => VideoSource::Camera(PathBuf::from(path)),
+            other => {
+                return Err(format!(
+                    "--video {other}: expected pattern, none, a .y4m file, - (Y4M on stdin), camera or a /dev/video* device"
+                )
+                .into())
+            }
         };
+        if let VideoSource::Camera(device) = &video {
+            std::fs::metadata(device).map_err(|e| format!("--video {}: no such camera ({e})", device.display()))?;
+        }
+        if self.count > 1 && matches!(video, VideoSource::Stdin | VideoSource::Camera(_)) {
+            return Err(
+                format!("--video {}: one live input cannot feed --count {} clients", self.video, self.count).into()
+            );
+        }
         let audio = match self.audio.as_str() {
             "tone" => AudioSource::Tone(self.tone.unwrap_or_else(|| tone_for(i))),
             "silence" => AudioSource::Silence,
@@ -208,6 +226,7 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         let mut last: Vec<(u64, u64)> = clients.iter().map(|c| (c.stats().frames, c.stats().video_bytes)).collect();
         let mut last_at = Instant::now();
         let mut all_latencies: Vec<u32> = Vec::new();
+        let mut source_failed: Option<String> = None;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
@@ -246,12 +265,16 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
             }
             for c in &clients {
                 for n in c.notices() {
-                    if let Notice::Bye { reason } = n {
-                        tracing::warn!(peer = c.peer(), %reason, "session ended by the server");
+                    match n {
+                        Notice::Bye { reason } => {
+                            tracing::warn!(peer = c.peer(), %reason, "session ended by the server")
+                        }
+                        Notice::Error { code, message } if code == "source" => source_failed = Some(message),
+                        Notice::Error { .. } => {}
                     }
                 }
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if source_failed.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }
@@ -268,6 +291,9 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         let mut finals = Vec::new();
         for c in clients {
             finals.push(c.leave().await);
+        }
+        if let Some(message) = source_failed {
+            return Err(format!("cannot send: {message}").into());
         }
         let mut joins: Vec<u32> = finals.iter().filter_map(|s| s.join_time).map(|d| d.as_millis() as u32).collect();
         joins.sort_unstable();

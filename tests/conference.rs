@@ -222,3 +222,75 @@ async fn a_sendonly_source_is_a_tile_and_gets_nothing_back() {
         c.leave().await;
     }
 }
+
+/// Kills a child process when dropped (so a failing test leaves none).
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn y4m_files_and_live_y4m_on_stdin_are_sent_at_their_own_size() {
+    use std::process::{Command, Stdio};
+    let server = Server::start(&[]);
+    let a = join(server.client("r9", "a", 0)).await;
+    // ffmpeg paints a 320x240 picture in real time; the client is told
+    // 640x360, so it only works if the encoder follows the input's size.
+    let color = palette(5);
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i"])
+        .arg(format!("color=c=0x{:02x}{:02x}{:02x}:size=320x240:rate=15", color.r, color.g, color.b))
+        .args(["-t", "60", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg (install it: scripts/install-deps)");
+    let pipe = ffmpeg.stdout.take().unwrap();
+    let _ffmpeg = Reap(ffmpeg);
+    let client = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["client", "--room", "r9", "--peer", "live", "--video", "-", "--audio", "none"])
+        .args(["--size", "640x360", "--fps", "15", "--mqtt-url", &server.url, "--duration", "60", "--layouts"])
+        .arg(&server.layouts)
+        .stdin(Stdio::from(pipe))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _client = Reap(client);
+    // A 10-frame file, looped, by a client in this process.
+    let file_color = palette(6);
+    let file = std::env::temp_dir().join(format!("tessera-file-{}.y4m", free_port()));
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c=0x{:02x}{:02x}{:02x}:size=320x240:rate=15", file_color.r, file_color.g, file_color.b))
+        .args(["-frames:v", "10", "-pix_fmt", "yuv420p"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut o = server.client("r9", "file", 6);
+    o.send.video = tessera::client::source::VideoSource::Y4m(file.clone());
+    (o.send.width, o.send.height) = (640, 360);
+    let f = join(o).await;
+    let colors = vec![("a".to_string(), palette(0)), ("live".to_string(), color), ("file".to_string(), file_color)];
+    let grid = layout(&server, "grid");
+    eventually(LIMIT, "a sees the live input and the file", || check_tiles(&a, &state_of(&a, 3)?, &grid, &colors))
+        .await;
+    // The file loops: well after its 10 frames (0.7 s) the tile still
+    // carries fresh capture stamps (a frozen tile's stamps grow old).
+    let started = std::time::Instant::now();
+    a.take_latencies_by_peer();
+    eventually(LIMIT, "the file keeps playing", || {
+        let fresh = a.take_latencies_by_peer().into_iter().filter(|(p, l)| p == "file" && *l < 1000).count();
+        (started.elapsed() > Duration::from_secs(2) && fresh > 0)
+            .then_some(())
+            .ok_or(format!("{fresh} fresh stamps from the file's tile"))
+    })
+    .await;
+    std::fs::remove_file(&file).ok();
+    for c in [a, f] {
+        c.leave().await;
+    }
+}

@@ -1,5 +1,6 @@
 //! `tessera client`: the capture client. It joins a room over the same
-//! signaling any client uses, sends a test pattern (or a file) and a tone,
+//! signaling any client uses, sends a test pattern (or a file, a pipe or a
+//! camera) and a tone,
 //! receives the composite and the mix, records them if asked, and measures
 //! what a user would notice: frames decoded, bitrate, join time, and the
 //! latency from capture to display through the server.
@@ -9,6 +10,7 @@
 
 pub mod receive;
 pub mod source;
+mod y4m_input;
 
 use crate::layout::Layout;
 use crate::peer::{self, PeerEvent, PeerOptions};
@@ -606,16 +608,12 @@ fn start_sources(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) {
     let Some((video_tx, audio_tx)) = writers else { return };
-    let has_video = video_tx.is_some();
     let mut settings = o.send.clone();
     if let Some(name) = &o.name {
         settings.name = name.clone();
     }
-    match source::spawn(&settings, video_tx, audio_tx, format!("send-{}", o.peer)) {
+    match source::spawn(&settings, video_tx, audio_tx, o.peer.clone()) {
         Ok(thread) => {
-            if has_video {
-                receive::register_local(&o.peer, (settings.width, settings.height));
-            }
             if let Some((track, _, _)) = video_out {
                 tasks.push(tokio::spawn(keyframe_requests(track.clone(), thread.keyframe.clone())));
             }

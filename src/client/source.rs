@@ -1,9 +1,11 @@
-//! What the capture client sends: a test pattern, a Y4M file or nothing
-//! for video; a tone, a WAV file, silence or nothing for audio. One media
-//! thread per client produces and encodes both on their own clocks.
+//! What the capture client sends: a test pattern, a Y4M file, live Y4M on
+//! stdin, a V4L2 camera or nothing for video; a tone, a WAV file, silence
+//! or nothing for audio. One media thread per client produces and encodes
+//! both on their own clocks; the H.264 encoder follows the picture size.
 
+use super::y4m_input::{LiveY4m, Y4mLoop};
 use crate::media::color::Rgb;
-use crate::media::frame::{AudioFrame, FrameRef, PlaneRef, VideoFrame, AUDIO_FRAME, SAMPLES_PER_FRAME};
+use crate::media::frame::{AudioFrame, AUDIO_FRAME, SAMPLES_PER_FRAME};
 use crate::media::h264::{H264Config, H264Encoder};
 use crate::media::opus::OpusEncoder;
 use crate::media::pattern::{write_stamp, TestPattern, Tone};
@@ -21,6 +23,10 @@ pub enum VideoSource {
     Pattern(Rgb),
     /// A Y4M file (4:2:0, 8-bit), looped; stamped like the pattern.
     Y4m(PathBuf),
+    /// Live Y4M on standard input, at its own pace.
+    Stdin,
+    /// A V4L2 camera (captured through `ffmpeg`).
+    Camera(PathBuf),
     /// No video.
     None,
 }
@@ -83,59 +89,6 @@ pub struct SendSettings {
     pub name: String,
 }
 
-struct Y4mLoop {
-    path: PathBuf,
-    decoder: y4m::Decoder<std::io::BufReader<std::fs::File>>,
-    frame: VideoFrame,
-}
-
-impl Y4mLoop {
-    fn open(path: &Path) -> Result<Self, SourceError> {
-        let err = |e: String| SourceError::File(path.to_path_buf(), e);
-        let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-        let decoder = y4m::Decoder::new(std::io::BufReader::new(file)).map_err(|e| err(format!("{e:?}")))?;
-        if decoder.get_bit_depth() != 8
-            || !matches!(
-                decoder.get_colorspace(),
-                y4m::Colorspace::C420
-                    | y4m::Colorspace::C420jpeg
-                    | y4m::Colorspace::C420paldv
-                    | y4m::Colorspace::C420mpeg2
-            )
-        {
-            return Err(err("only 8-bit 4:2:0 Y4M is supported".into()));
-        }
-        let (w, h) = (decoder.get_width(), decoder.get_height());
-        if w % 2 != 0 || h % 2 != 0 || w < 16 || h < 16 {
-            return Err(err(format!("{w}x{h}: width and height must be even and at least 16")));
-        }
-        let frame = VideoFrame::new(w, h, Default::default()).map_err(|e| err(e.to_string()))?;
-        Ok(Self { path: path.to_path_buf(), decoder, frame })
-    }
-
-    fn next(&mut self) -> Result<&mut VideoFrame, SourceError> {
-        let (w, h) = (self.frame.width(), self.frame.height());
-        let picture = match self.decoder.read_frame() {
-            Ok(f) => f,
-            Err(y4m::Error::EOF) => {
-                *self = Self::open(&self.path.clone())?;
-                self.decoder.read_frame().map_err(|e| SourceError::File(self.path.clone(), format!("{e:?}")))?
-            }
-            Err(e) => return Err(SourceError::File(self.path.clone(), format!("{e:?}"))),
-        };
-        let planes = (picture.get_y_plane(), picture.get_u_plane(), picture.get_v_plane());
-        let bad = |e: crate::media::frame::FrameError| SourceError::File(self.path.clone(), e.to_string());
-        let frame = FrameRef::new(
-            PlaneRef::new(planes.0, w, h, w).map_err(bad)?,
-            PlaneRef::new(planes.1, w / 2, h / 2, w / 2).map_err(bad)?,
-            PlaneRef::new(planes.2, w / 2, h / 2, w / 2).map_err(bad)?,
-        )
-        .map_err(bad)?;
-        self.frame.copy_from(&frame).map_err(bad)?;
-        Ok(&mut self.frame)
-    }
-}
-
 struct WavLoop {
     samples: Vec<f32>,
     at: usize,
@@ -181,6 +134,7 @@ impl WavLoop {
 enum Video {
     Pattern(TestPattern),
     File(Y4mLoop),
+    Live(LiveY4m),
 }
 
 enum Audio {
@@ -214,8 +168,9 @@ pub fn spawn(
     settings: &SendSettings,
     video_tx: Option<mpsc::Sender<Encoded>>,
     audio_tx: Option<mpsc::Sender<Encoded>>,
-    thread_name: String,
+    peer: String,
 ) -> Result<MediaThread, SourceError> {
+    let thread_name = format!("send-{peer}");
     let video = match (&settings.video, &video_tx) {
         (_, None) | (VideoSource::None, _) => None,
         (VideoSource::Pattern(color), Some(_)) => Some(Video::Pattern(
@@ -223,6 +178,10 @@ pub fn spawn(
                 .map_err(|e| SourceError::Codec(e.to_string()))?,
         )),
         (VideoSource::Y4m(path), Some(_)) => Some(Video::File(Y4mLoop::open(path)?)),
+        (VideoSource::Stdin, Some(_)) => Some(Video::Live(LiveY4m::stdin()?)),
+        (VideoSource::Camera(device), Some(_)) => {
+            Some(Video::Live(LiveY4m::camera(device, settings.width, settings.height, settings.fps)?))
+        }
     };
     let audio = match (&settings.audio, &audio_tx) {
         (_, None) | (AudioSource::None, _) => None,
@@ -230,17 +189,11 @@ pub fn spawn(
         (AudioSource::Wav(path), Some(_)) => Some(Audio::File(WavLoop::open(path)?)),
         (AudioSource::Silence, Some(_)) => Some(Audio::Silence),
     };
-    let (vw, vh) = match &video {
-        Some(Video::File(f)) => (f.frame.width() as u32, f.frame.height() as u32),
-        _ => (settings.width, settings.height),
-    };
-    let encoder = match &video {
-        Some(_) => Some(
-            H264Encoder::new(H264Config::new(vw, vh, settings.fps, settings.bitrate))
-                .map_err(|e| SourceError::Codec(e.to_string()))?,
-        ),
-        None => None,
-    };
+    // Check the encoder settings now, so that a bad rate is an error here.
+    if video.is_some() {
+        H264Encoder::new(H264Config::new(settings.width, settings.height, settings.fps, settings.bitrate))
+            .map_err(|e| SourceError::Codec(e.to_string()))?;
+    }
     let opus = match &audio {
         Some(_) => Some(OpusEncoder::new(32_000).map_err(|e| SourceError::Codec(e.to_string()))?),
         None => None,
@@ -252,7 +205,9 @@ pub fn spawn(
         video_on: video_on.clone(),
         video,
         audio,
-        encoder,
+        encoder: None,
+        peer,
+        bitrate: settings.bitrate,
         opus,
         video_tx,
         audio_tx,
@@ -271,7 +226,11 @@ struct Worker {
     video_on: Arc<AtomicBool>,
     video: Option<Video>,
     audio: Option<Audio>,
-    encoder: Option<H264Encoder>,
+    /// The encoder and the picture size it was made for.
+    encoder: Option<(H264Encoder, (usize, usize))>,
+    /// Who sends (the receive side finds its own tile by this name and size).
+    peer: String,
+    bitrate: u32,
     opus: Option<OpusEncoder>,
     video_tx: Option<mpsc::Sender<Encoded>>,
     audio_tx: Option<mpsc::Sender<Encoded>>,
@@ -340,7 +299,7 @@ impl Worker {
 
     /// Renders, stamps and encodes one frame; false if nothing was sent.
     fn send_video(&mut self, t: Duration, duration: Duration) -> bool {
-        let (Some(video), Some(encoder), Some(tx)) = (&mut self.video, &mut self.encoder, &self.video_tx) else {
+        let Self { video: Some(video), encoder, video_tx: Some(tx), peer, fps, bitrate, keyframe, .. } = self else {
             return false;
         };
         let stamp = (clock_ms() & 0xff_ffff) as u32;
@@ -356,8 +315,27 @@ impl Worker {
                     return false;
                 }
             },
+            Video::Live(l) => match l.take() {
+                Some(frame) => {
+                    write_stamp(frame, stamp);
+                    frame.as_frame()
+                }
+                None => return false, // nothing new since the last tick
+            },
         };
-        if self.keyframe.swap(false, Ordering::Relaxed) {
+        let size = (picture.width(), picture.height());
+        if encoder.as_ref().is_none_or(|(_, s)| *s != size) {
+            match H264Encoder::new(H264Config::new(size.0 as u32, size.1 as u32, *fps, *bitrate)) {
+                Ok(e) => *encoder = Some((e, size)),
+                Err(e) => {
+                    tracing::warn!(error = %e, width = size.0, height = size.1, "cannot encode this picture size");
+                    return false;
+                }
+            }
+            super::receive::register_local(peer, (size.0 as u32, size.1 as u32));
+        }
+        let Some((encoder, _)) = encoder.as_mut() else { return false };
+        if keyframe.swap(false, Ordering::Relaxed) {
             encoder.force_keyframe();
         }
         match encoder.encode(&picture, t) {
