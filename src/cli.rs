@@ -73,7 +73,9 @@ pub struct ClientArgs {
     /// Video bitrate sent, bits/s.
     #[arg(long, default_value_t = 500_000)]
     bitrate: u32,
-    /// Audio to send: `tone`, `silence`, `none` or a .wav file (48 kHz).
+    /// Audio to send: `tone`, `beep` (the tone in 200 ms beeps on each whole
+    /// second: with pattern video, gives audio latency and A/V skew),
+    /// `silence`, `none` or a .wav file (48 kHz).
     #[arg(long, default_value = "tone")]
     audio: String,
     /// Tone frequency in Hz [default: a distinct one per client].
@@ -153,10 +155,11 @@ impl ClientArgs {
         }
         let audio = match self.audio.as_str() {
             "tone" => AudioSource::Tone(self.tone.unwrap_or_else(|| tone_for(i))),
+            "beep" => AudioSource::Beep(self.tone.unwrap_or_else(|| tone_for(i))),
             "silence" => AudioSource::Silence,
             "none" => AudioSource::None,
             path if path.ends_with(".wav") => AudioSource::Wav(PathBuf::from(path)),
-            other => return Err(format!("--audio {other}: expected tone, silence, none or a .wav file").into()),
+            other => return Err(format!("--audio {other}: expected tone, beep, silence, none or a .wav file").into()),
         };
         let suffix = |p: &PathBuf| -> PathBuf {
             if self.count <= 1 {
@@ -226,6 +229,7 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         let mut last: Vec<(u64, u64)> = clients.iter().map(|c| (c.stats().frames, c.stats().video_bytes)).collect();
         let mut last_at = Instant::now();
         let mut all_latencies: Vec<u32> = Vec::new();
+        let mut audio_latencies: Vec<f64> = Vec::new();
         let mut source_failed: Option<String> = None;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -245,6 +249,7 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
                 decoded += s.frames;
                 *prev = (s.frames, s.video_bytes);
                 lat.extend(c.take_latencies());
+                audio_latencies.extend(c.take_audio_latencies());
             }
             lat.sort_unstable();
             all_latencies.extend(&lat);
@@ -280,6 +285,10 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         all_latencies.sort_unstable();
+        audio_latencies.sort_unstable_by(f64::total_cmp);
+        let audio_p50 = audio_latencies.get(audio_latencies.len() / 2).map(|l| l.round() as i64);
+        let video_p50 = percentile(&all_latencies, 0.5);
+        let skew = audio_p50.zip(video_p50).map(|(a, v)| a - v as i64);
         let errors: Vec<String> = clients
             .iter()
             .flat_map(|c| c.notices())
@@ -308,6 +317,9 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
             "latency_ms_p50": percentile(&all_latencies, 0.5),
             "latency_ms_p95": percentile(&all_latencies, 0.95),
             "latency_samples": all_latencies.len(),
+            "audio_latency_ms_p50": audio_p50,
+            "audio_latency_samples": audio_latencies.len(),
+            "av_skew_ms": skew,
             "errors": errors,
         });
         if args.json {
@@ -323,6 +335,14 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
                 fmt_ms(percentile(&all_latencies, 0.95)),
                 all_latencies.len()
             );
+            if let (Some(a), Some(s)) = (audio_p50, skew) {
+                println!(
+                    "audio latency p50 {a} ms ({} beeps): sound {} ms {} the picture",
+                    audio_latencies.len(),
+                    s.abs(),
+                    if s > 0 { "behind" } else { "ahead of" }
+                );
+            }
         }
         Ok::<(), BoxError>(())
     })

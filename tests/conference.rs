@@ -294,3 +294,46 @@ async fn y4m_files_and_live_y4m_on_stdin_are_sent_at_their_own_size() {
         c.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sound_and_picture_arrive_together() {
+    // Both beep on whole seconds of this process's clock and stamp their
+    // pictures with it; each hears the other's beeps and sees the other's
+    // stamps, so both latencies through the server are measured here.
+    let server = Server::start(&[]);
+    let mut clients = Vec::new();
+    for (i, peer) in ["a", "b"].into_iter().enumerate() {
+        let mut o = server.client("r10", peer, i);
+        o.send.audio = tessera::client::source::AudioSource::Beep(tone_for(i));
+        clients.push(join(o).await);
+    }
+    let (mut audio, mut video) = (Vec::new(), Vec::new());
+    eventually(Duration::from_secs(60), "enough beeps and stamps", || {
+        for c in &clients {
+            audio.extend(c.take_audio_latencies());
+            video.extend(c.take_latencies().into_iter().map(f64::from));
+        }
+        (audio.len() >= 8 && video.len() >= 100).then_some(()).ok_or(format!(
+            "{} beeps, {} stamps",
+            audio.len(),
+            video.len()
+        ))
+    })
+    .await;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, v) = (median(&mut audio), median(&mut video));
+    // ITU-R BT.1359: viewers notice sound more than 45 ms early or 125 ms late.
+    let skew = a - v;
+    eprintln!(
+        "latency through the server: audio {a:.0} ms, video {v:.0} ms ({} beeps, {} stamps)",
+        audio.len(),
+        video.len()
+    );
+    assert!((-45.0..=125.0).contains(&skew), "audio {a:.0} ms, video {v:.0} ms: sound {skew:.0} ms behind the picture");
+    for c in clients {
+        c.leave().await;
+    }
+}

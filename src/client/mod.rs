@@ -488,6 +488,12 @@ impl Client {
         self.shared.received.take_latencies()
     }
 
+    /// Takes the audio latency samples (ms) measured so far from beeps of
+    /// this process's senders (see [`source::AudioSource::Beep`]).
+    pub fn take_audio_latencies(&self) -> Vec<f64> {
+        self.shared.received.take_audio_latencies()
+    }
+
     /// Takes the latency samples (ms) measured so far, with each tile's peer.
     pub fn take_latencies_by_peer(&self) -> Vec<(String, u32)> {
         self.shared.received.take_latencies_by_peer()

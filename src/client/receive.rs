@@ -4,10 +4,12 @@
 //! decodes the mix (keeping the last seconds, recording).
 
 use crate::layout::{fit_rect, Fit, Layout};
+use crate::media::analysis::OnsetDetector;
 use crate::media::compositor::placements;
 use crate::media::frame::{FrameRef, SAMPLES_PER_FRAME};
 use crate::media::opus::OpusDecoder;
 use crate::media::pattern::read_stamp_mapped;
+use crate::media::pattern::BEEP_PERIOD_MS;
 use crate::pipeline::decode::PictureSink;
 use crate::pipeline::slot::FrameSlot;
 use std::collections::{HashMap, VecDeque};
@@ -69,6 +71,9 @@ pub struct Received {
     /// Capture-to-display latencies (ms) read from this process's tiles,
     /// with the tile's peer.
     pub latencies: Mutex<Vec<(String, u32)>>,
+    /// Capture-to-arrival latencies (ms) of beeps from this process's
+    /// senders, heard in the mix.
+    pub audio_latencies: Mutex<Vec<f64>>,
     /// The last seconds of the mix.
     pub audio: Mutex<VecDeque<f32>>,
     /// Where tiles are, for latency.
@@ -85,6 +90,7 @@ impl Received {
             audio_packets: AtomicU64::new(0),
             first_frame: OnceLock::new(),
             latencies: Mutex::new(Vec::new()),
+            audio_latencies: Mutex::new(Vec::new()),
             audio: Mutex::new(VecDeque::new()),
             tiles: Mutex::new(None),
         })
@@ -99,6 +105,11 @@ impl Received {
     /// Takes the latency samples gathered so far.
     pub fn take_latencies(&self) -> Vec<u32> {
         std::mem::take(&mut *lock(&self.latencies)).into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Takes the audio latency samples (ms) gathered so far.
+    pub fn take_audio_latencies(&self) -> Vec<f64> {
+        std::mem::take(&mut *lock(&self.audio_latencies))
     }
 
     /// Takes the latency samples gathered so far, with each tile's peer.
@@ -246,9 +257,20 @@ pub fn spawn_audio(
     std::thread::Builder::new().name(name).spawn(move || {
         let Ok(mut decoder) = OpusDecoder::new() else { return };
         let keep = AUDIO_KEPT_SECONDS * 50 * SAMPLES_PER_FRAME;
+        let mut onsets = OnsetDetector::new(BEEP_THRESHOLD, 100);
         while let Ok(packet) = rx.recv() {
+            // A packet's first sample is due when it arrives (as a frame's
+            // first sample is captured when the sender makes it).
+            let arrival = super::source::clock_ms_f64();
             received.audio_packets.fetch_add(1, Ordering::Relaxed);
             let Ok(samples) = decoder.decode(&packet) else { continue };
+            if super::source::beeping() {
+                for onset in onsets.feed(samples, arrival) {
+                    if let Some(latency) = beep_latency(onset) {
+                        lock(&received.audio_latencies).push(latency);
+                    }
+                }
+            }
             if let Some(w) = writer.as_mut() {
                 for s in samples {
                     let _ = w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16);
@@ -264,4 +286,18 @@ pub fn spawn_audio(
         }
     })?;
     Ok(tx)
+}
+
+/// Peak above which a beep is sounding (beeps peak at 0.25; Opus and the
+/// limiter leave them well above this).
+const BEEP_THRESHOLD: f32 = 0.05;
+
+/// The latency of a beep heard starting at `onset_ms`: beeps start on
+/// whole periods of the clock, and a latency is taken to lie in
+/// [-100 ms, period - 100 ms).
+fn beep_latency(onset_ms: f64) -> Option<f64> {
+    let period = BEEP_PERIOD_MS as f64;
+    let start = ((onset_ms + 100.0) / period).floor() * period;
+    let latency = onset_ms - start;
+    (start > 0.0).then_some(latency)
 }

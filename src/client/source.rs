@@ -1,6 +1,6 @@
 //! What the capture client sends: a test pattern, a Y4M file, live Y4M on
-//! stdin, a V4L2 camera or nothing for video; a tone, a WAV file, silence
-//! or nothing for audio. One media thread per client produces and encodes
+//! stdin, a V4L2 camera or nothing for video; a tone, beeps, a WAV file,
+//! silence or nothing for audio. One media thread per client produces and encodes
 //! both on their own clocks; the H.264 encoder follows the picture size.
 
 use super::y4m_input::{LiveY4m, Y4mLoop};
@@ -8,7 +8,7 @@ use crate::media::color::Rgb;
 use crate::media::frame::{AudioFrame, AUDIO_FRAME, SAMPLES_PER_FRAME};
 use crate::media::h264::{H264Config, H264Encoder};
 use crate::media::opus::OpusEncoder;
-use crate::media::pattern::{write_stamp, TestPattern, Tone};
+use crate::media::pattern::{write_stamp, Beep, TestPattern, Tone};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,9 @@ pub enum VideoSource {
 pub enum AudioSource {
     /// A sine tone at this frequency.
     Tone(f64),
+    /// The tone in beeps starting on each whole second of the process
+    /// clock (receivers in this process measure audio latency from them).
+    Beep(f64),
     /// A WAV file (48 kHz, 16-bit or float, mono or stereo), looped.
     Wav(PathBuf),
     /// Digital silence (still sent, so the server sees audio).
@@ -58,9 +61,22 @@ pub enum SourceError {
 /// Milliseconds on the process clock, for stamps (every client in one
 /// process shares it, so any of their tiles gives a latency).
 pub fn clock_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    clock_ms_f64() as u64
 }
+
+/// [`clock_ms`] with its fraction.
+pub fn clock_ms_f64() -> f64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+}
+
+/// Whether a sender of this process beeps (so beeps heard by its
+/// receivers started on this process's clock and measure audio latency).
+pub fn beeping() -> bool {
+    BEEPING.load(Ordering::Relaxed)
+}
+
+static BEEPING: AtomicBool = AtomicBool::new(false);
 
 /// An encoded sample on its way to a track.
 pub struct Encoded {
@@ -139,6 +155,7 @@ enum Video {
 
 enum Audio {
     Tone(Tone),
+    Beep(Beep),
     File(WavLoop),
     Silence,
 }
@@ -186,6 +203,10 @@ pub fn spawn(
     let audio = match (&settings.audio, &audio_tx) {
         (_, None) | (AudioSource::None, _) => None,
         (AudioSource::Tone(f), Some(_)) => Some(Audio::Tone(Tone::new(*f, 0.25))),
+        (AudioSource::Beep(f), Some(_)) => {
+            BEEPING.store(true, Ordering::Relaxed);
+            Some(Audio::Beep(Beep::new(*f, 0.25)))
+        }
         (AudioSource::Wav(path), Some(_)) => Some(Audio::File(WavLoop::open(path)?)),
         (AudioSource::Silence, Some(_)) => Some(Audio::Silence),
     };
@@ -288,6 +309,7 @@ impl Worker {
         let (Some(audio), Some(opus), Some(tx)) = (&mut self.audio, &mut self.opus, &self.audio_tx) else { return };
         match audio {
             Audio::Tone(t) => t.next_frame(frame),
+            Audio::Beep(b) => b.next_frame(frame, clock_ms_f64()),
             Audio::File(f) => f.next(frame),
             Audio::Silence => frame.samples.fill(0.0),
         }

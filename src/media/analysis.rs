@@ -1,5 +1,6 @@
 //! Signal measures for tests, probes and the client's reports: tone power
-//! (Goertzel with a Hann window) and PSNR.
+//! (Goertzel with a Hann window), PSNR, and sound onsets (when a beep
+//! starts).
 
 use super::frame::{FrameRef, SAMPLE_RATE};
 use std::f64::consts::TAU;
@@ -52,6 +53,41 @@ pub fn psnr(a: &FrameRef<'_>, b: &FrameRef<'_>) -> f64 {
     10.0 * (255.0 * 255.0 / mse).log10()
 }
 
+/// Finds where sound starts after a silence, in a stream fed in pieces
+/// with the clock time of each piece's first sample. Works on 1 ms blocks:
+/// an onset is the first block whose peak passes the threshold after at
+/// least `quiet_ms` of blocks below it.
+pub struct OnsetDetector {
+    threshold: f32,
+    quiet_ms: u32,
+    quiet: u32,
+}
+
+impl OnsetDetector {
+    /// Onsets louder than `threshold` (peak) after `quiet_ms` of quiet.
+    pub fn new(threshold: f32, quiet_ms: u32) -> Self {
+        Self { threshold, quiet_ms, quiet: 0 }
+    }
+
+    /// Feeds `samples` (48 kHz) whose first is at `start_ms`; returns the
+    /// times (ms) of the onsets in them.
+    pub fn feed(&mut self, samples: &[f32], start_ms: f64) -> Vec<f64> {
+        const BLOCK: usize = SAMPLE_RATE as usize / 1000;
+        let mut onsets = Vec::new();
+        for (b, block) in samples.chunks(BLOCK).enumerate() {
+            let Some(first_loud) = block.iter().position(|s| s.abs() > self.threshold) else {
+                self.quiet = self.quiet.saturating_add(1);
+                continue;
+            };
+            if self.quiet >= self.quiet_ms {
+                onsets.push(start_ms + (b * BLOCK + first_loud) as f64 * 1000.0 / SAMPLE_RATE as f64);
+            }
+            self.quiet = 0;
+        }
+        onsets
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +105,24 @@ mod tests {
         }
         assert!((tone_power_db(&samples, 1000.0) - (-6.02)).abs() < 0.2);
         assert!(tone_power_db(&samples, 1150.0) < -60.0);
+    }
+
+    #[test]
+    fn onsets_of_beeps_are_found_to_the_millisecond() {
+        use crate::media::pattern::Beep;
+        let mut beep = Beep::new(800.0, 0.3);
+        let mut detector = OnsetDetector::new(0.05, 100);
+        let mut frame = AudioFrame::silence();
+        let mut onsets = Vec::new();
+        // 3.5 s of 20 ms frames starting at 137 ms on the clock.
+        for k in 0..175 {
+            let start = 137.0 + 20.0 * k as f64;
+            beep.next_frame(&mut frame, start);
+            onsets.extend(detector.feed(&frame.samples, start));
+        }
+        assert_eq!(onsets.len(), 3, "{onsets:?}");
+        for (o, want) in onsets.iter().zip([1000.0, 2000.0, 3000.0]) {
+            assert!((o - want).abs() < 1.5, "onset at {o} ms, beep at {want} ms");
+        }
     }
 }

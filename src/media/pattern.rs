@@ -1,5 +1,6 @@
 //! Synthetic sources: a moving test pattern that carries its own capture
-//! timestamp in its pixels, and sine tones.
+//! timestamp in its pixels, sine tones, and beeps that start on whole
+//! seconds of the capture clock (the audio's timestamp, for A/V sync).
 //!
 //! The pattern is mostly one flat colour (so a tile is easy to recognise in
 //! a composite) with the participant's name, a bar sweeping across its
@@ -201,9 +202,55 @@ impl Tone {
     }
 }
 
+/// Beeps: a tone that sounds for [`BEEP_ON_MS`] from every whole
+/// [`BEEP_PERIOD_MS`] of the capture clock. A receiver sharing that clock
+/// reads the audio's latency from when each beep starts, as it reads the
+/// video's from the pattern's stamp.
+pub struct Beep {
+    tone: Tone,
+}
+
+/// Time between two beeps' starts.
+pub const BEEP_PERIOD_MS: u64 = 1000;
+/// How long a beep sounds.
+pub const BEEP_ON_MS: u64 = 200;
+
+impl Beep {
+    /// Beeps at `freq` Hz with peak `amplitude`.
+    pub fn new(freq: f64, amplitude: f32) -> Self {
+        Self { tone: Tone::new(freq, amplitude) }
+    }
+
+    /// The 20 ms whose first sample is captured at `start_ms` on the clock.
+    pub fn next_frame(&mut self, out: &mut AudioFrame, start_ms: f64) {
+        self.tone.next_frame(out);
+        let per_sample = 1000.0 / SAMPLE_RATE as f64;
+        for (i, s) in out.samples.iter_mut().enumerate() {
+            let t = (start_ms + i as f64 * per_sample).rem_euclid(BEEP_PERIOD_MS as f64);
+            if t >= BEEP_ON_MS as f64 {
+                *s = 0.0;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beeps_sound_from_each_whole_second() {
+        let mut beep = Beep::new(1000.0, 0.5);
+        let mut frame = AudioFrame::silence();
+        // A frame captured from 990 ms to 1010 ms: silent, then the beep.
+        beep.next_frame(&mut frame, 990.0);
+        let first_loud = frame.samples.iter().position(|s| s.abs() > 0.01).unwrap();
+        assert!((480..=500).contains(&first_loud), "beep starts at sample {first_loud}");
+        assert!(frame.samples[..480].iter().all(|s| *s == 0.0));
+        // 1200 ms on: silent again.
+        beep.next_frame(&mut frame, 1200.0);
+        assert!(frame.peak() == 0.0);
+    }
 
     #[test]
     fn stamp_round_trips_and_rejects_noise() {
