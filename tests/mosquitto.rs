@@ -167,3 +167,69 @@ async fn the_call_survives_a_broker_restart_and_joins_work_after() {
         c.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_mosquitto_with_a_given_ca_or_the_system_roots() {
+    let mq = Mosquitto::start_tls();
+    let ca = mq.tls.as_ref().unwrap().1.to_string_lossy().into_owned();
+    // The server trusts the broker through the system roots (here the
+    // test CA, through SSL_CERT_FILE); alice through --mqtt-ca; bob uses
+    // the plain listener of the same broker.
+    let server = Server::start_external_env(
+        &mq.tls_url("tessera-server"),
+        &["--server-id", "srv-tls"],
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    let mut a = as_user(&server, &mq, "t1", "alice", 0);
+    a.url = mq.tls_url("alice");
+    a.ca_file = Some(ca.clone().into());
+    let alice = join(a).await;
+    let bob = join(as_user(&server, &mq, "t1", "bob", 1)).await;
+    let grid = layout(&server, "grid");
+    let colors = vec![("alice".to_string(), palette(0)), ("bob".to_string(), palette(1))];
+    eventually(LIMIT, "alice (TLS) and bob see each other", || {
+        let s = alice.room_state().ok_or("no state")?;
+        (s.participants.len() == 2).then_some(()).ok_or("not yet")?;
+        check_tiles(&alice, &s, &grid, &colors)?;
+        check_tiles(&bob, &s, &grid, &colors)
+    })
+    .await;
+    // Without the CA, the broker's certificate is refused, with a reason.
+    let (_carol, mut events) = Link::connect(LinkOptions {
+        url: mq.tls_url("carol"),
+        client_id: "carol".into(),
+        ca_file: None,
+        will: None,
+        subscriptions: vec![],
+        announce: vec![],
+        keep_alive: Duration::from_secs(5),
+    })
+    .unwrap();
+    let refused = tokio::time::timeout(LIMIT, async {
+        loop {
+            match events.recv().await {
+                Some(LinkEvent::Down(reason)) => return reason,
+                Some(LinkEvent::Ready) => panic!("connected to a broker it should not trust"),
+                Some(_) => {}
+                None => panic!("link ended"),
+            }
+        }
+    })
+    .await
+    .expect("no refusal");
+    assert!(refused.to_lowercase().contains("certificate"), "refused for: {refused}");
+    // A CA file that holds no certificate stops the server with the file's name.
+    let bad = std::env::temp_dir().join(format!("tessera-bad-ca-{}.pem", free_port()));
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--mqtt-url", &mq.tls_url("tessera-server"), "--mqtt-ca"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&*bad.to_string_lossy()), "{err}");
+    std::fs::remove_file(&bad).ok();
+    for c in [alice, bob] {
+        c.leave().await;
+    }
+}

@@ -26,6 +26,9 @@ pub enum LinkError {
     /// The CA file could not be read or parsed.
     #[error("CA file {0}: {1}")]
     Ca(String, String),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The link is closed.
     #[error("MQTT link closed")]
     Closed,
@@ -84,8 +87,12 @@ impl Link {
         if let Some((topic, payload, retain)) = &options.will {
             mqtt.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, *retain));
         }
+        // rumqttc's own TLS default panics on an unreadable system store:
+        // build the configuration here, for mqtts:// and for a given CA.
         if let Some(ca) = &options.ca_file {
             mqtt.set_transport(tls_with_ca(ca)?);
+        } else if matches!(mqtt.transport(), rumqttc::Transport::Tls(_)) {
+            mqtt.set_transport(tls_with_system_roots()?);
         }
         let (client, eventloop) = AsyncClient::new(mqtt, 1024);
         let (tx, rx) = mpsc::channel(1024);
@@ -138,6 +145,23 @@ fn parse_url(url: &str, client_id: &str) -> Result<MqttOptions, LinkError> {
         o.set_credentials(dec(&login.username), dec(&login.password));
     }
     Ok(o)
+}
+
+/// TLS trusting the system's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`);
+/// unreadable certificates are skipped, none at all is an error.
+fn tls_with_system_roots() -> Result<rumqttc::Transport, LinkError> {
+    use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!(error = %e, "system certificate skipped");
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(LinkError::Tls("no usable system root certificate; give the broker's CA with --mqtt-ca".into()));
+    }
+    let cfg = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(cfg))))
 }
 
 fn tls_with_ca(path: &Path) -> Result<rumqttc::Transport, LinkError> {

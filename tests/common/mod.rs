@@ -66,15 +66,20 @@ impl Server {
 
     /// Starts a server using the layouts in `layouts`.
     pub fn start_with_layouts(extra: &[&str], layouts: PathBuf) -> Server {
-        Self::launch(extra, layouts, None)
+        Self::launch(extra, layouts, None, &[])
     }
 
     /// Starts a server on an external broker (`--mqtt-url`).
     pub fn start_external(url: &str, extra: &[&str]) -> Server {
-        Self::launch(extra, small_layouts(), Some(url))
+        Self::launch(extra, small_layouts(), Some(url), &[])
     }
 
-    fn launch(extra: &[&str], layouts: PathBuf, external: Option<&str>) -> Server {
+    /// [`Server::start_external`] with extra environment variables.
+    pub fn start_external_env(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch(extra, small_layouts(), Some(url), env)
+    }
+
+    fn launch(extra: &[&str], layouts: PathBuf, external: Option<&str>, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let ws_port = free_port();
         let mut args: Vec<String> = vec!["serve".into()];
@@ -93,6 +98,7 @@ impl Server {
             .arg("--layouts")
             .arg(&layouts)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn,tessera=debug,tessera::server::dispatch=trace,rumqttd=off,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -17,12 +17,26 @@ pub struct Mosquitto {
     conf: PathBuf,
     /// Its MQTT port.
     pub port: u16,
+    /// Its MQTT-over-TLS port and the CA (PEM file) that signed its
+    /// certificate, when started with [`Mosquitto::start_tls`].
+    pub tls: Option<(u16, PathBuf)>,
     dir: PathBuf,
 }
 
 impl Mosquitto {
     /// Mosquitto with the shipped configuration and [`USERS`].
     pub fn start() -> Mosquitto {
+        Self::start_with(false)
+    }
+
+    /// [`Mosquitto::start`] plus a TLS listener (the lines
+    /// `deploy/mosquitto/README.md` gives) with a certificate for
+    /// 127.0.0.1 signed by a CA made for the test.
+    pub fn start_tls() -> Mosquitto {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Mosquitto {
         let dir = std::env::temp_dir().join(format!("tessera-mosquitto-{}", free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/mosquitto");
@@ -48,6 +62,16 @@ impl Mosquitto {
             .replace("listener 1883 127.0.0.1", &format!("listener {port} 127.0.0.1"))
             .replace("listener 8083 lo", &format!("listener {ws_port} lo"));
         assert!(conf.contains(&format!("listener {port}")), "the shipped config changed shape");
+        let mut conf = conf;
+        let tls = tls.then(|| {
+            let tls_port = free_port();
+            let ca = make_certificates(&dir);
+            conf.push_str(&format!(
+                "\nlistener {tls_port} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nuse_username_as_clientid true\n",
+                d = dir.display()
+            ));
+            (tls_port, ca)
+        });
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
         // Started as root, Mosquitto drops to its own user: let it read the files.
@@ -55,7 +79,7 @@ impl Mosquitto {
             let _ = Command::new("chown").arg("-R").arg("mosquitto:mosquitto").arg(&dir).status();
             let _ = Command::new("chmod").arg("755").arg(&dir).status();
         }
-        let mut m = Mosquitto { child: None, conf: conf_path, port, dir };
+        let mut m = Mosquitto { child: None, conf: conf_path, port, tls, dir };
         m.run();
         m
     }
@@ -91,6 +115,32 @@ impl Mosquitto {
         let pass = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).unwrap();
         format!("mqtt://{user}:{pass}@127.0.0.1:{}", self.port)
     }
+
+    /// The `mqtts://` URL for `user` of [`USERS`] (after [`Mosquitto::start_tls`]).
+    pub fn tls_url(&self, user: &str) -> String {
+        let pass = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).unwrap();
+        format!("mqtts://{user}:{pass}@127.0.0.1:{}", self.tls.as_ref().expect("start_tls").0)
+    }
+}
+
+/// Writes a CA (`ca.pem`) and a server certificate for 127.0.0.1 and
+/// localhost signed by it (`server.pem`, `server.key`) into `dir`;
+/// returns the CA's path.
+fn make_certificates(dir: &std::path::Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "tessera test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    ca_path
 }
 
 impl Mosquitto {
@@ -107,7 +157,7 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let mut m = Mosquitto { child: None, conf, port, dir };
+        let mut m = Mosquitto { child: None, conf, port, tls: None, dir };
         m.run();
         m
     }
