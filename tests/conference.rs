@@ -256,6 +256,7 @@ async fn y4m_files_and_live_y4m_on_stdin_are_sent_at_their_own_size() {
         .arg(&server.layouts)
         .stdin(Stdio::from(pipe))
         .stdout(Stdio::null())
+        .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
     let _client = Reap(client);

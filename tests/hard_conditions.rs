@@ -192,3 +192,44 @@ async fn recordings_decode_with_ffprobe() {
     std::fs::remove_dir_all(&dir).ok();
     other.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_leave_for_members_still_in_the_call_is_ignored_viewers_included() {
+    // A broker that restarts publishes the last wills of clients that are
+    // still connected. The server trusts what it hears over WebRTC: a
+    // sender's media, a viewer's receiver reports.
+    let server = Server::start(&[]);
+    let a = join(server.client("lw", "a", 0)).await;
+    let tv = join(viewer(server.client("lw", "tv", 5), None)).await;
+    let tv2 = join(viewer(server.client("lw", "tv2", 6), None)).await;
+    let in_room = |c: &tessera::client::Client, peers: &[&str]| -> Result<(), String> {
+        let s = c.room_state().ok_or("no state")?;
+        let mut got: Vec<&str> = s.participants.iter().map(|p| p.peer.as_str()).collect();
+        got.sort_unstable();
+        (got == peers).then_some(()).ok_or(format!("in the room: {got:?}"))
+    };
+    eventually(LIMIT, "everyone in, the viewer receiving", || {
+        in_room(&a, &["a", "tv", "tv2"])?;
+        (tv.stats().frames > 5).then_some(()).ok_or("tv has no frames".to_string())
+    })
+    .await;
+    let (replayer, _events) = raw(&server, "replayer", "tessera/lw/state").await;
+    for peer in ["a", "tv"] {
+        replayer.publish(&format!("tessera/lw/in/{peer}"), br#"{"type":"leave"}"#.to_vec(), false).await.unwrap();
+    }
+    let frames = tv.stats().frames;
+    eventually(LIMIT, "both leaves doubted, then ignored", || {
+        let log = server.log_text();
+        let ignored = |p: &str| log.lines().any(|l| l.contains("ignored a leave") && l.contains(&format!("peer={p}")));
+        (ignored("a") && ignored("tv")).then_some(()).ok_or("not yet".to_string())
+    })
+    .await;
+    in_room(&a, &["a", "tv", "tv2"]).unwrap();
+    assert!(tv.stats().frames > frames + 30, "the viewer stopped receiving: {} -> {}", frames, tv.stats().frames);
+    // A viewer that really leaves is gone.
+    tv2.leave().await;
+    eventually(LIMIT, "tv2 gone", || in_room(&a, &["a", "tv"])).await;
+    for c in [a, tv] {
+        c.leave().await;
+    }
+}

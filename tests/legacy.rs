@@ -43,7 +43,7 @@ async fn phone(url: &str, id: &str, color: usize) -> Phone {
     .unwrap();
     assert!(link.ready(Duration::from_secs(10)).await);
     let (pev_tx, mut pev_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pc = peer::build_peer(&PeerOptions::default(), pev_tx).await.unwrap();
+    let pc = peer::build_peer(&PeerOptions::default(), pev_tx, None).await.unwrap();
     let ssrc = peer::random_ssrc();
     let track = peer::local_track(RtpCodecKind::Video, &format!("{id}-cam"), ssrc).unwrap();
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, ..Default::default() };

@@ -258,7 +258,7 @@ impl Client {
             return Err(ClientError::Unreachable(o.url.clone()));
         }
         let (pev_tx, mut pev_rx) = mpsc::unbounded_channel();
-        let pc = peer::build_peer(&o.peer_options, pev_tx).await?;
+        let pc = peer::build_peer(&o.peer_options, pev_tx, None).await?;
 
         // Tracks for the role: send what we have, receive what we may.
         let sends = o.role != ClientRole::Viewer;

@@ -4,13 +4,16 @@
 //! The default interceptor chain acts on inbound RTCP (reports, NACKs,
 //! congestion feedback) and stops it there. Only the application can answer
 //! a keyframe request, so this one, placed last, marks PLI and FIR for
-//! delivery; they then arrive on the local track's `poll()`.
+//! delivery; they then arrive on the local track's `poll()`. It also notes
+//! when RTCP last came (see [`super::heard`]).
 
+use super::heard::RtcpHeard;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Marks inbound PLI/FIR for the application and drops other inbound RTCP
@@ -19,6 +22,14 @@ use std::time::Instant;
 pub struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    heard: Option<Arc<RtcpHeard>>,
+}
+
+impl KeyframeRequests {
+    /// Also records when RTCP arrives in `heard`.
+    pub fn noting(heard: Option<Arc<RtcpHeard>>) -> Self {
+        Self { heard, ..Self::default() }
+    }
 }
 
 /// Whether an RTCP packet asks for a keyframe.
@@ -37,6 +48,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            if let Some(heard) = &self.heard {
+                heard.touch(msg.now);
+            }
             let keep: Vec<Box<dyn rtc::rtcp::Packet>> =
                 packets.iter().filter(|p| is_keyframe_request(p)).cloned().collect();
             if keep.is_empty() {

@@ -5,12 +5,14 @@
 //! webrtc-rs runs every event callback on the connection's driver task, so
 //! the handler here only forwards events into a channel and returns.
 
+pub mod heard;
 pub mod keyframe;
 pub mod receive;
 pub mod sdp;
 
 use crate::config::IceServer;
 use crate::signaling::protocol::Candidate;
+use heard::RtcpHeard;
 use keyframe::KeyframeRequests;
 use rtc::interceptor::Slot;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
@@ -141,7 +143,7 @@ pub fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
+fn media_engine(heard: Option<Arc<RtcpHeard>>) -> Result<(MediaEngine, Registry), PeerError> {
     let mut me = MediaEngine::default();
     me.register_codec(RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PT }, RtpCodecKind::Video)?;
     me.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT }, RtpCodecKind::Audio)?;
@@ -162,15 +164,16 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
     let registry = configure_twcc_receiver_only(registry, &mut me)?;
     let registry = configure_rtcp_reports(registry);
     // Last in the chain, so every interceptor has seen the RTCP before.
-    let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    let registry = registry.with(Slot::from(14_000), KeyframeRequests::noting(heard));
     Ok((me, registry))
 }
 
 /// Builds a peer connection bound within the configured port range;
-/// events go to `events`.
+/// events go to `events`; inbound RTCP is noted in `heard` if given.
 pub async fn build_peer(
     options: &PeerOptions,
     events: mpsc::UnboundedSender<PeerEvent>,
+    heard: Option<Arc<RtcpHeard>>,
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let servers: Vec<RTCIceServer> = options
         .ice_servers
@@ -189,7 +192,7 @@ pub async fn build_peer(
     };
     let mut last = None;
     for port in ports {
-        let (me, registry) = media_engine()?;
+        let (me, registry) = media_engine(heard.clone())?;
         // Quick checks (50 ms) so connections come up in ~50 ms, not 200;
         // no waiting on peer-reflexive pairs; a dead peer is failed in ~10 s.
         let settings = SettingEngineBuilder::new()

@@ -25,6 +25,9 @@ pub const INBOX: usize = 256;
 const LEAVE_CONFIRM: Duration = Duration::from_millis(250);
 /// A leave whose member keeps sending media this long is ignored.
 const LEAVE_DOUBT: Duration = Duration::from_secs(5);
+/// A member who sends no media (a viewer) counts as there while its RTCP
+/// is this fresh: receivers report about once a second.
+const RTCP_QUIET: Duration = Duration::from_millis(2500);
 /// How long candidates wait for their offer.
 const PENDING_CANDIDATES_KEPT: Duration = Duration::from_secs(5);
 
@@ -86,6 +89,18 @@ struct Member {
     outbox: Outbox,
     view: Option<ViewKey>,
     connected: bool,
+}
+
+impl Member {
+    /// Whether the member is plainly still in the call: its media flows,
+    /// or, for one who sends none, its receiver reports still come.
+    fn still_there(&self) -> bool {
+        if self.session.info.sends() {
+            self.session.silent_for() < LEAVE_CONFIRM
+        } else {
+            self.connected && self.session.rtcp_silent_for() < RTCP_QUIET
+        }
+    }
 }
 
 pub(super) struct RoomTask {
@@ -267,12 +282,9 @@ impl RoomTask {
                     // A leave is usually a client going away (or its last
                     // will). But a broker that restarts publishes the last
                     // wills of clients that are still in the call: trust the
-                    // media over the signaling when the member is plainly
-                    // alive, and decide once its media stops (or not).
-                    let alive = self
-                        .members
-                        .get(&peer)
-                        .is_some_and(|m| m.session.info.sends() && m.session.silent_for() < LEAVE_CONFIRM);
+                    // media (or a viewer's RTCP) over the signaling when the
+                    // member is plainly there, and decide once it stops (or not).
+                    let alive = self.members.get(&peer).is_some_and(Member::still_there);
                     if alive {
                         self.room.depart(&peer);
                         self.leaving.entry(peer).or_insert_with(Instant::now);
@@ -501,12 +513,12 @@ impl RoomTask {
         let mut stayed = Vec::new();
         self.leaving.retain(|peer, since| match self.members.get(peer) {
             None => false,
-            Some(m) if m.session.silent_for() >= LEAVE_CONFIRM => {
+            Some(m) if !m.still_there() => {
                 confirmed.push(peer.clone());
                 false
             }
             Some(_) if since.elapsed() > LEAVE_DOUBT => {
-                tracing::info!(peer = %peer, "ignored a leave: the member's media never stopped (a broker restart's last will?)");
+                tracing::info!(peer = %peer, "ignored a leave: the member's media or reports never stopped (a broker restart's last will?)");
                 stayed.push(peer.clone());
                 false
             }

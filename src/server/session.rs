@@ -6,6 +6,7 @@
 //! tagged with its generation (a re-join makes the old session stale).
 
 use super::room_task::{RoomEvent, SessionEvent};
+use crate::peer::heard::RtcpHeard;
 use crate::peer::sdp::OfferInfo;
 use crate::peer::{self, receive, PeerEvent, PeerOptions};
 use crate::pipeline::audio::AudioInput;
@@ -64,6 +65,8 @@ pub struct SessionHandle {
     pub audio_input: Arc<AudioInput>,
     /// Milliseconds since the session started when media last arrived.
     pub last_media: Arc<AtomicU64>,
+    /// When RTCP last arrived (reports and feedback: a viewer's sign of life).
+    pub rtcp: Arc<RtcpHeard>,
     /// When the session started.
     pub started: Instant,
     commands: mpsc::UnboundedSender<Command>,
@@ -79,6 +82,11 @@ impl SessionHandle {
     pub fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_media.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Time since RTCP last arrived (or since the start, if never).
+    pub fn rtcp_silent_for(&self) -> Duration {
+        self.rtcp.silent_for(Instant::now()).unwrap_or_else(|| self.started.elapsed())
     }
 }
 
@@ -128,6 +136,7 @@ pub fn start(s: SessionStart) -> SessionHandle {
         slot: FrameSlot::new(),
         audio_input: AudioInput::new(),
         last_media: Arc::new(AtomicU64::new(0)),
+        rtcp: Arc::new(RtcpHeard::new(Instant::now())),
         started: Instant::now(),
         commands,
     };
@@ -135,6 +144,7 @@ pub fn start(s: SessionStart) -> SessionHandle {
         slot: handle.slot.clone(),
         audio_input: handle.audio_input.clone(),
         last_media: handle.last_media.clone(),
+        rtcp: handle.rtcp.clone(),
         started: handle.started,
     };
     let span = tracing::info_span!("session", room = %s.room, peer = %s.peer, gen = s.generation);
@@ -147,6 +157,7 @@ struct Ctx {
     slot: Arc<FrameSlot>,
     audio_input: Arc<AudioInput>,
     last_media: Arc<AtomicU64>,
+    rtcp: Arc<RtcpHeard>,
     started: Instant,
 }
 
@@ -168,7 +179,7 @@ async fn run(
     audio_rx: mpsc::Receiver<Bytes>,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let pc = match negotiate(&s, events_tx, &mut events).await {
+    let pc = match negotiate(&s, ctx.rtcp.clone(), events_tx, &mut events).await {
         Ok(pc) => pc,
         Err(e) => {
             tracing::info!(error = %e, "offer refused");
@@ -273,12 +284,13 @@ type Negotiated = (
 /// member wants to receive, answers (with the candidates gathered so far).
 async fn negotiate(
     s: &SessionStart,
+    rtcp: Arc<RtcpHeard>,
     events_tx: mpsc::UnboundedSender<PeerEvent>,
     events: &mut mpsc::UnboundedReceiver<PeerEvent>,
 ) -> Result<Negotiated, ProtocolError> {
     let internal = |e: String| ProtocolError::new(ErrorCode::Internal, e);
     let bad_sdp = |e: webrtc::error::Error| ProtocolError::new(ErrorCode::BadSdp, e.to_string());
-    let pc = peer::build_peer(&s.options, events_tx).await.map_err(|e| internal(e.to_string()))?;
+    let pc = peer::build_peer(&s.options, events_tx, Some(rtcp)).await.map_err(|e| internal(e.to_string()))?;
     let result = async {
         let offer = RTCSessionDescription::offer(s.sdp.clone()).map_err(bad_sdp)?;
         pc.set_remote_description(offer).await.map_err(bad_sdp)?;
