@@ -47,7 +47,7 @@ def paths(canvas, inp, tiles):
         return "down4"
     if iw >= tw and ih >= th:
         return "area"
-    return "fir (upscale)"
+    return "bilinear (upscale)"
 
 
 def compositor():
@@ -66,6 +66,16 @@ def compositor():
                     ms, filt = LIBYUV_MS[tiles]
                     bar = f"{ms} ms ({filt}); ours {ms * 1e6 / r:.1f}x faster" if r else f"{ms} ms"
                 print(f"| {canvas} | {tiles} x {inp} | {tiles} | {paths(canvas, inp, tiles)} | {fmt(r)} | {fmt(fl)} | {ratio} | {fmt(ca)} | {bar} |")
+
+
+def upscale():
+    print("| one plane | separable bilinear | fast_image_resize bilinear | speed-up |")
+    print("|---|---|---|---|")
+    for case in ["640x360-to-1280x720", "640x360-to-960x540", "320x180-to-1280x720"]:
+        ours = median_ns("upscale", "separable", case)
+        fir = median_ns("upscale", "fir", case)
+        ratio = f"{fir / ours:.1f}x" if ours and fir else "n/a"
+        print(f"| {case.replace('-to-', ' to ')} | {fmt(ours)} | {fmt(fir)} | {ratio} |")
 
 
 def mixer():
@@ -89,7 +99,7 @@ def codecs():
 
 
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["compositor", "mixer", "codecs"]
+    what = sys.argv[1:] or ["compositor", "upscale", "mixer", "codecs"]
     for w in what:
         print(f"### {w}\n")
         globals()[w]()

@@ -10,19 +10,22 @@
 //! | [`ScalePath::Down2`] | exactly 2:1 both ways, `bilinear`/`box` | 2x2 average (AVX2 + scalar) |
 //! | [`ScalePath::Down4`] | exactly 4:1 both ways, `bilinear`/`box` | 4x4 average (AVX2 + scalar) |
 //! | [`ScalePath::Area`] | any other downscale, `bilinear`/`box` | separable area average, vertical first, one row of scratch (AVX2) |
-//! | [`ScalePath::Fir`] | everything else (upscales, `nearest`, the sharper filters) | fast_image_resize convolution, SIMD picked at run time |
+//! | [`ScalePath::Bilinear`] | `bilinear` with an axis that grows | the same separable kernels: bilinear on growing axes, area on shrinking ones (AVX2) |
+//! | [`ScalePath::Fir`] | everything else (`nearest`, `box` upscales, the sharper filters) | fast_image_resize convolution, SIMD picked at run time |
 //!
 //! At exactly 2:1 a bilinear filter sampling at pixel centres *is* the 2x2
 //! box, so `Down2` is the same filter as the general path, only faster. For
 //! other downscales, averaging the exact area each output covers is what a
 //! bilinear filter widened to the scale factor approximates (no source
 //! pixel is skipped, unlike plain 2-tap bilinear), at a fraction of the
-//! cost of fast_image_resize's widened convolution. The tests check each
-//! specialised path against fast_image_resize's box filter on the same input.
+//! cost of fast_image_resize's widened convolution. Enlarging, bilinear is
+//! two taps per output, which the same kernels run (about 3x faster than
+//! fast_image_resize's general convolution on one 8-bit plane). The tests
+//! check each specialised path against fast_image_resize on the same input.
 
-mod area;
 mod boxdown;
 mod fir;
+mod separable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -98,6 +101,8 @@ pub enum ScalePath {
     Down4,
     /// Separable area average.
     Area,
+    /// Separable bilinear (an axis grows; a shrinking one is averaged).
+    Bilinear,
     /// fast_image_resize.
     Fir,
 }
@@ -118,7 +123,7 @@ pub enum ScaleError {
 #[derive(Default)]
 pub struct Scaler {
     fir: fir::FirScaler,
-    area: area::AreaScaler,
+    separable: separable::SeparableScaler,
     /// Force a path, for tests that compare paths.
     force_general: bool,
 }
@@ -130,7 +135,7 @@ impl Scaler {
     }
 
     /// A scaler that never takes the specialised paths (copy excepted):
-    /// the reference the tests compare `Down2`/`Down4`/`Area` against.
+    /// the reference the tests compare `Down2`/`Down4`/`Area`/`Bilinear` against.
     pub fn reference() -> Self {
         Self { force_general: true, ..Self::default() }
     }
@@ -164,9 +169,13 @@ impl Scaler {
                 return Ok(ScalePath::Down4);
             }
             if sw >= dw && sh >= dh {
-                self.area.scale(src, dst);
+                self.separable.scale(src, dst);
                 return Ok(ScalePath::Area);
             }
+        }
+        if !self.force_general && filter == Filter::Bilinear {
+            self.separable.scale(src, dst);
+            return Ok(ScalePath::Bilinear);
         }
         self.fir.scale(src, dst, filter)?;
         Ok(ScalePath::Fir)

@@ -183,7 +183,7 @@ unsafe fn vertical_any(rows: &[&[u8]], fractions: &[u16], out: *mut u8, n: usize
 
 /// The area scaler's horizontal pass over whole blocks of 8 outputs;
 /// returns how many outputs it wrote (a multiple of 8).
-pub(super) fn horizontal_avx2(row: &[u8], taps: &super::area::Taps, out: &mut [u8]) -> usize {
+pub(super) fn horizontal_avx2(row: &[u8], taps: &super::separable::Taps, out: &mut [u8]) -> usize {
     let groups = taps.simd_taps / 4;
     let blocks = out.len().min(taps.simd_starts.len()) / 8;
     if groups == 0 || blocks == 0 || !has_avx2() || taps.simd_weights.len() < blocks * groups * 32 {

@@ -1,7 +1,8 @@
-//! Separable area-average downscaling, any ratio.
-//!
-//! Each output sample is the mean of the source area it covers, with
-//! fractional coverage at the edges. The work is done vertical first, one
+//! Separable scaling, any ratio: on an axis that shrinks, each output
+//! sample is the mean of the source area it covers (fractional coverage at
+//! the edges); on an axis that grows, it is the bilinear interpolation of
+//! the two source samples around its centre (pixel centres aligned, edges
+//! clamped, as fast_image_resize's bilinear). The work is done vertical first, one
 //! output row at a time: the covered source rows are blended into a single
 //! scratch row (vectorised: every lane does the same thing), then that row
 //! is filtered horizontally straight into the destination. The scratch row
@@ -47,10 +48,39 @@ pub(super) struct Taps {
 }
 
 impl Taps {
+    /// The taps for `src` samples into `dst`: area weights when shrinking
+    /// (or equal), bilinear when growing.
+    pub fn for_axis(src: usize, dst: usize) -> Taps {
+        if src >= dst {
+            Self::area(src, dst)
+        } else {
+            Self::bilinear(src, dst)
+        }
+    }
+
     /// Area weights for `src` samples into `dst` samples (`src >= dst`).
     pub fn area(src: usize, dst: usize) -> Taps {
         let mut t = Taps::default();
         t.compute(src, dst);
+        t
+    }
+
+    /// Bilinear weights for `src` samples into `dst` samples (`src < dst`):
+    /// output `i`'s centre falls at `(i + 0.5) * src / dst - 0.5` in the
+    /// source, between two samples weighted by distance.
+    pub fn bilinear(src: usize, dst: usize) -> Taps {
+        let mut t = Taps { key: (src, dst), taps: src.clamp(1, 2), ..Taps::default() };
+        let ratio = src as f64 / dst as f64;
+        for i in 0..dst {
+            let centre = ((i as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
+            let first = (centre.floor() as usize).min(src - t.taps);
+            let f = centre - first as f64;
+            let w = if t.taps == 1 { vec![1.0] } else { vec![1.0 - f, f] };
+            t.starts.push(first);
+            push_quantized(&w, ONE, &mut t.weights);
+            push_quantized(&w, 1 << 16, &mut t.fractions);
+        }
+        t.build_simd();
         t
     }
 
@@ -161,14 +191,14 @@ fn push_quantized(w: &[f64], one: u32, out: &mut Vec<u16>) {
 /// 3x3 needs four (426 and 428 wide, 240 high, and chroma's halves).
 const CACHED_TABLES: usize = 16;
 
-/// The area scaler with its reusable tables and scratch row.
+/// The separable scaler with its reusable tables and scratch row.
 #[derive(Default)]
-pub(super) struct AreaScaler {
+pub(super) struct SeparableScaler {
     tables: Vec<Taps>,
     row: Vec<u8>,
 }
 
-impl AreaScaler {
+impl SeparableScaler {
     /// The index of the tables for `src` -> `dst`, computing them if new
     /// (most recently used first; the oldest is dropped past the cap).
     fn taps(&mut self, src: usize, dst: usize) -> usize {
@@ -178,7 +208,7 @@ impl AreaScaler {
         if self.tables.len() >= CACHED_TABLES {
             self.tables.remove(0);
         }
-        self.tables.push(Taps::area(src, dst));
+        self.tables.push(Taps::for_axis(src, dst));
         self.tables.len() - 1
     }
 
@@ -298,6 +328,39 @@ mod tests {
             let mut slow = vec![0u8; dst];
             horizontal_scalar(&row, t.taps, &t.starts, &t.weights, &mut slow);
             assert_eq!(fast, slow, "{src}->{dst} ({} taps)", t.taps);
+        }
+    }
+
+    #[test]
+    fn bilinear_weights_sum_to_one_and_follow_the_centres() {
+        for (src, dst) in [(640, 1280), (360, 720), (320, 960), (2, 9), (1, 5), (639, 1280), (426, 640)] {
+            let t = Taps::bilinear(src, dst);
+            assert_eq!(t.starts.len(), dst);
+            for (i, w) in t.weights.chunks_exact(t.taps).enumerate() {
+                assert_eq!(w.iter().map(|&x| x as u32).sum::<u32>(), ONE, "{src}->{dst} output {i}");
+                assert!(t.starts[i] + t.taps <= src);
+            }
+        }
+        // 2x: outputs 1 and 2 sit at 0.25 and 0.75 between samples 0 and 1.
+        let t = Taps::bilinear(4, 8);
+        assert_eq!((t.starts[1], t.starts[2]), (0, 0));
+        let q = ONE as u16 / 4;
+        assert_eq!(&t.weights[2..6], &[3 * q, q, q, 3 * q]);
+        // The first and last outputs are clamped to the edge samples.
+        assert_eq!((t.starts[0], &t.weights[..2]), (0, &[ONE as u16, 0][..]));
+        assert_eq!((t.starts[7], &t.weights[14..16]), (2, &[0, ONE as u16][..]));
+    }
+
+    #[test]
+    fn simd_horizontal_equals_scalar_when_enlarging() {
+        for (src, dst) in [(640, 1280), (320, 960), (100, 133), (426, 640), (17, 300)] {
+            let t = Taps::bilinear(src, dst);
+            let row: Vec<u8> = (0..src + 32).map(|i| (i * 37 % 251) as u8).collect();
+            let mut fast = vec![0u8; dst];
+            horizontal(&row, &t, &mut fast);
+            let mut slow = vec![0u8; dst];
+            horizontal_scalar(&row, t.taps, &t.starts, &t.weights, &mut slow);
+            assert_eq!(fast, slow, "{src}->{dst}");
         }
     }
 
