@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use std::time::{Duration, Instant};
-use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
+use tessera::signaling::link::LinkEvent;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const CYCLES: usize = 200;
@@ -44,17 +44,8 @@ fn usage(pid: u32) -> Usage {
 
 /// The server's own count of live async tasks, from its presence message.
 async fn tasks(server: &Server, id: &str) -> u64 {
-    let (link, mut events) = Link::connect(LinkOptions {
-        url: server.url.clone(),
-        client_id: format!("probe-{}", free_port()),
-        ca_file: None,
-        will: None,
-        subscriptions: vec![format!("tessera/_servers/{id}")],
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(link.ready(Duration::from_secs(10)).await);
+    let presence = format!("tessera/_servers/{id}");
+    let (link, mut events) = raw_link(&server.url, &format!("probe-{}", free_port()), &[&presence]).await;
     // The retained presence first, then fresh ones every 5 s: take a fresh one.
     let mut seen = 0;
     let n = loop {

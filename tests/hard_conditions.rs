@@ -7,7 +7,7 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 use tessera::media::pattern::palette;
-use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
+use tessera::signaling::link::{Link, LinkEvent};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -79,18 +79,7 @@ async fn a_camera_that_goes_dark_shows_its_last_frame_then_its_placeholder() {
 }
 
 async fn raw(server: &Server, id: &str, filter: &str) -> (Link, tokio::sync::mpsc::Receiver<LinkEvent>) {
-    let (link, events) = Link::connect(LinkOptions {
-        url: server.url.clone(),
-        client_id: id.to_owned(),
-        ca_file: None,
-        will: None,
-        subscriptions: vec![filter.to_owned()],
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(link.ready(Duration::from_secs(10)).await);
-    (link, events)
+    raw_link(&server.url, id, &[filter]).await
 }
 
 async fn error_code(events: &mut tokio::sync::mpsc::Receiver<LinkEvent>) -> String {

@@ -15,7 +15,7 @@ use tessera::media::pattern::palette;
 use tessera::peer::{self, PeerEvent, PeerOptions};
 use tessera::pipeline::decode::VideoDecoder;
 use tessera::pipeline::slot::FrameSlot;
-use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
+use tessera::signaling::link::LinkEvent;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription};
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -31,17 +31,7 @@ struct Phone {
 
 /// A phone app speaking only the seed protocol.
 async fn phone(url: &str, id: &str, color: usize) -> Phone {
-    let (link, mut events) = Link::connect(LinkOptions {
-        url: url.to_owned(),
-        client_id: id.to_owned(),
-        ca_file: None,
-        will: None,
-        subscriptions: vec![TOPIC.to_owned()],
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(link.ready(Duration::from_secs(10)).await);
+    let (link, mut events) = raw_link(url, id, &[TOPIC]).await;
     let (pev_tx, mut pev_rx) = tokio::sync::mpsc::unbounded_channel();
     let pc = peer::build_peer(&PeerOptions::default(), pev_tx, None).await.unwrap();
     let ssrc = peer::random_ssrc();

@@ -9,7 +9,7 @@ use common::*;
 use std::time::Duration;
 use tessera::client::Notice;
 use tessera::media::pattern::palette;
-use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
+use tessera::signaling::link::{Link, LinkEvent};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -20,18 +20,7 @@ fn as_user(server: &Server, mq: &Mosquitto, room: &str, peer: &str, index: usize
 }
 
 async fn raw(mq: &Mosquitto, user: &str, filters: &[&str]) -> (Link, tokio::sync::mpsc::Receiver<LinkEvent>) {
-    let (link, events) = Link::connect(LinkOptions {
-        url: mq.url(user),
-        client_id: user.to_owned(),
-        ca_file: None,
-        will: None,
-        subscriptions: filters.iter().map(|f| f.to_string()).collect(),
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(link.ready(Duration::from_secs(10)).await, "{user} cannot connect");
-    (link, events)
+    raw_link(&mq.url(user), user, filters).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,17 +75,8 @@ async fn a_room_runs_through_mosquitto_and_the_acl_confines_each_client() {
 
     // A client may not pretend to be another: mallory's credentials with
     // alice's client id still act as mallory (use_username_as_clientid).
-    let (fake, mut fake_events) = Link::connect(LinkOptions {
-        url: mq.url("mallory"),
-        client_id: "alice".to_owned(),
-        ca_file: None,
-        will: None,
-        subscriptions: vec!["tessera/m1/out/alice".into(), "tessera/m1/out/mallory".into()],
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(fake.ready(Duration::from_secs(10)).await);
+    let (fake, mut fake_events) =
+        raw_link(&mq.url("mallory"), "alice", &["tessera/m1/out/alice", "tessera/m1/out/mallory"]).await;
     fake.publish("tessera/m1/in/mallory", b"[]".to_vec(), false).await.unwrap();
     loop {
         match tokio::time::timeout(LIMIT, fake_events.recv()).await {
@@ -195,16 +175,7 @@ async fn tls_to_mosquitto_with_a_given_ca_or_the_system_roots() {
     })
     .await;
     // Without the CA, the broker's certificate is refused, with a reason.
-    let (_carol, mut events) = Link::connect(LinkOptions {
-        url: mq.tls_url("carol"),
-        client_id: "carol".into(),
-        ca_file: None,
-        will: None,
-        subscriptions: vec![],
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
+    let (_carol, mut events) = Link::connect(link_options(&mq.tls_url("carol"), "carol", &[])).unwrap();
     let refused = tokio::time::timeout(LIMIT, async {
         loop {
             match events.recv().await {

@@ -6,25 +6,14 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
+use tessera::signaling::link::{Link, LinkEvent};
 use tokio::sync::mpsc;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A raw MQTT client subscribed to `filters`.
 async fn raw(server: &Server, id: &str, filters: &[&str]) -> (Link, mpsc::Receiver<LinkEvent>) {
-    let (link, events) = Link::connect(LinkOptions {
-        url: server.url.clone(),
-        client_id: id.to_owned(),
-        ca_file: None,
-        will: None,
-        subscriptions: filters.iter().map(|f| f.to_string()).collect(),
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(link.ready(Duration::from_secs(10)).await);
-    (link, events)
+    raw_link(&server.url, id, filters).await
 }
 
 /// The next message on `topic`, as JSON.

@@ -210,11 +210,16 @@ pub fn spawn(
         (AudioSource::Wav(path), Some(_)) => Some(Audio::File(WavLoop::open(path)?)),
         (AudioSource::Silence, Some(_)) => Some(Audio::Silence),
     };
-    // Check the encoder settings now, so that a bad rate is an error here.
-    if video.is_some() {
-        H264Encoder::new(H264Config::new(settings.width, settings.height, settings.fps, settings.bitrate))
-            .map_err(|e| SourceError::Codec(e.to_string()))?;
-    }
+    // Made now, so that bad settings are an error here; a picture of
+    // another size (a file, a pipe) gets its own encoder when it comes.
+    let encoder = match &video {
+        Some(_) => {
+            let size = (settings.width as usize, settings.height as usize);
+            let config = H264Config::new(settings.width, settings.height, settings.fps, settings.bitrate);
+            Some((H264Encoder::new(config).map_err(|e| SourceError::Codec(e.to_string()))?, size))
+        }
+        None => None,
+    };
     let opus = match &audio {
         Some(_) => Some(OpusEncoder::new(32_000).map_err(|e| SourceError::Codec(e.to_string()))?),
         None => None,
@@ -226,7 +231,8 @@ pub fn spawn(
         video_on: video_on.clone(),
         video,
         audio,
-        encoder: None,
+        encoder,
+        registered: None,
         peer,
         bitrate: settings.bitrate,
         opus,
@@ -251,6 +257,8 @@ struct Worker {
     encoder: Option<(H264Encoder, (usize, usize))>,
     /// Who sends (the receive side finds its own tile by this name and size).
     peer: String,
+    /// The picture size registered for `peer`.
+    registered: Option<(usize, usize)>,
     bitrate: u32,
     opus: Option<OpusEncoder>,
     video_tx: Option<mpsc::Sender<Encoded>>,
@@ -321,7 +329,9 @@ impl Worker {
 
     /// Renders, stamps and encodes one frame; false if nothing was sent.
     fn send_video(&mut self, t: Duration, duration: Duration) -> bool {
-        let Self { video: Some(video), encoder, video_tx: Some(tx), peer, fps, bitrate, keyframe, .. } = self else {
+        let Self { video: Some(video), encoder, video_tx: Some(tx), peer, registered, fps, bitrate, keyframe, .. } =
+            self
+        else {
             return false;
         };
         let stamp = (clock_ms() & 0xff_ffff) as u32;
@@ -354,7 +364,10 @@ impl Worker {
                     return false;
                 }
             }
+        }
+        if *registered != Some(size) {
             super::receive::register_local(peer, (size.0 as u32, size.1 as u32));
+            *registered = Some(size);
         }
         let Some((encoder, _)) = encoder.as_mut() else { return false };
         if keyframe.swap(false, Ordering::Relaxed) {

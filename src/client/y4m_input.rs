@@ -127,10 +127,13 @@ impl LiveY4m {
             .name("live-video".into())
             .spawn(move || {
                 let ended = read(input, &shared);
+                // ffmpeg's last words (its error is at the end).
                 let detail = stderr.map(|mut s| {
                     let mut text = String::new();
                     let _ = s.read_to_string(&mut text);
-                    text.trim().chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect::<String>()
+                    let text = text.trim();
+                    let from = text.char_indices().rev().nth(399).map_or(0, |(i, _)| i);
+                    text[from..].to_owned()
                 });
                 match detail.filter(|d| !d.is_empty()) {
                     Some(d) => tracing::error!(source = %label, "live video ended: {ended}: {d}"),

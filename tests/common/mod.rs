@@ -17,7 +17,29 @@ use tessera::media::color::Rgb;
 use tessera::media::compositor::placements;
 use tessera::media::convert::mean_rgb;
 use tessera::media::pattern::{palette, tone_for};
+use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
 use tessera::signaling::protocol::RoomState;
+
+/// Options for a plain MQTT connection as `id` to `url`, subscribed to
+/// `filters` (no will, nothing announced).
+pub fn link_options(url: &str, id: &str, filters: &[&str]) -> LinkOptions {
+    LinkOptions {
+        url: url.to_owned(),
+        client_id: id.to_owned(),
+        ca_file: None,
+        will: None,
+        subscriptions: filters.iter().map(|f| f.to_string()).collect(),
+        announce: vec![],
+        keep_alive: Duration::from_secs(5),
+    }
+}
+
+/// A raw MQTT client (see [`link_options`]), connected and subscribed.
+pub async fn raw_link(url: &str, id: &str, filters: &[&str]) -> (Link, tokio::sync::mpsc::Receiver<LinkEvent>) {
+    let (link, events) = Link::connect(link_options(url, id, filters)).unwrap();
+    assert!(link.ready(Duration::from_secs(10)).await, "{id} cannot connect to {url}");
+    (link, events)
+}
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -236,20 +258,9 @@ pub fn tone_levels(client: &Client, seconds: f64, freqs: &[f64]) -> Vec<f64> {
 /// folder, then publishes a sentinel beside it: retained messages arrive
 /// before the sentinel on the same subscription, so no timeout decides.
 pub async fn retained(server: &Server, topic: &str) -> Option<Vec<u8>> {
-    use tessera::signaling::link::{Link, LinkEvent, LinkOptions};
     let folder = topic.rsplit_once('/').map(|(f, _)| f).unwrap_or(topic);
     let sentinel = format!("{folder}/zz-sentinel-{}", free_port());
-    let (link, mut events) = Link::connect(LinkOptions {
-        url: server.url.clone(),
-        client_id: format!("probe-{}", free_port()),
-        ca_file: None,
-        will: None,
-        subscriptions: vec![format!("{folder}/#")],
-        announce: vec![],
-        keep_alive: Duration::from_secs(5),
-    })
-    .unwrap();
-    assert!(link.ready(Duration::from_secs(10)).await, "probe cannot connect");
+    let (link, mut events) = raw_link(&server.url, &format!("probe-{}", free_port()), &[&format!("{folder}/#")]).await;
     link.publish(&sentinel, b"x".to_vec(), false).await.unwrap();
     let mut found = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
