@@ -433,7 +433,7 @@ impl Client {
                                         }
                                         RtpCodecKind::Audio => {
                                             if let Some(tx) = audio_rx_thread.clone() {
-                                                tasks.push(tokio::spawn(peer::receive::read_opus(track, move |_, p| { let _ = tx.try_send(p); })));
+                                                tasks.push(tokio::spawn(peer::receive::read_opus(track, move |seq, p| { let _ = tx.try_send((seq, p)); })));
                                             }
                                         }
                                         _ => {}

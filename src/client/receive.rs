@@ -6,12 +6,13 @@
 use crate::layout::{fit_rect, Fit, Layout};
 use crate::media::analysis::OnsetDetector;
 use crate::media::compositor::placements;
-use crate::media::frame::{FrameRef, SAMPLES_PER_FRAME};
+use crate::media::frame::{AudioFrame, FrameRef, SAMPLES_PER_FRAME};
 use crate::media::opus::OpusDecoder;
 use crate::media::pattern::read_stamp_mapped;
 use crate::media::pattern::BEEP_PERIOD_MS;
 use crate::pipeline::decode::PictureSink;
 use crate::pipeline::slot::FrameSlot;
+use crate::rtp::seq::SeqExtender;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -231,14 +232,15 @@ fn measure_latency(r: &Received, frame: &FrameRef<'_>) {
     }
 }
 
-/// The audio receive thread: decodes the mix, keeps the last seconds,
-/// records WAV if asked.
+/// The audio receive thread: decodes the mix (concealing lost packets, as
+/// a player would, so it keeps its timing), keeps the last seconds,
+/// records WAV if asked. Packets come with their RTP sequence numbers.
 pub fn spawn_audio(
     received: Arc<Received>,
     wav: Option<PathBuf>,
     name: String,
-) -> std::io::Result<std::sync::mpsc::SyncSender<Vec<u8>>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+) -> std::io::Result<std::sync::mpsc::SyncSender<(u16, Vec<u8>)>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(64);
     let mut writer = match &wav {
         Some(path) => Some(
             hound::WavWriter::create(
@@ -258,19 +260,9 @@ pub fn spawn_audio(
         let Ok(mut decoder) = OpusDecoder::new() else { return };
         let keep = AUDIO_KEPT_SECONDS * 50 * SAMPLES_PER_FRAME;
         let mut onsets = OnsetDetector::new(BEEP_THRESHOLD, 100);
-        while let Ok(packet) = rx.recv() {
-            // A packet's first sample is due when it arrives (as a frame's
-            // first sample is captured when the sender makes it).
-            let arrival = super::source::clock_ms_f64();
-            received.audio_packets.fetch_add(1, Ordering::Relaxed);
-            let Ok(samples) = decoder.decode(&packet) else { continue };
-            if super::source::beeping() {
-                for onset in onsets.feed(samples, arrival) {
-                    if let Some(latency) = beep_latency(onset) {
-                        lock(&received.audio_latencies).push(latency);
-                    }
-                }
-            }
+        let (mut seq, mut expected) = (SeqExtender::default(), None::<u64>);
+        let mut concealed = AudioFrame::silence();
+        let mut play = |samples: &[f32]| {
             if let Some(w) = writer.as_mut() {
                 for s in samples {
                     let _ = w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16);
@@ -280,6 +272,42 @@ pub fn spawn_audio(
             audio.extend(samples.iter().copied());
             let excess = audio.len().saturating_sub(keep);
             audio.drain(..excess);
+        };
+        while let Ok((number, packet)) = rx.recv() {
+            // A packet's first sample is due when it arrives (as a frame's
+            // first sample is captured when the sender makes it).
+            let arrival = super::source::clock_ms_f64();
+            received.audio_packets.fetch_add(1, Ordering::Relaxed);
+            let ext = seq.extend(number);
+            match expected {
+                // Late: its slot was already concealed.
+                Some(e) if ext < e => continue,
+                // Lost packets: conceal them (the last from this packet's
+                // FEC when it carries some), so the mix keeps its timing.
+                Some(e) if ext > e && ext - e <= MAX_CONCEALED => {
+                    for missing in e..ext {
+                        let result = if missing + 1 == ext {
+                            decoder.recover(&packet, &mut concealed)
+                        } else {
+                            decoder.conceal(&mut concealed)
+                        };
+                        if result.is_ok() {
+                            play(&concealed.samples);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            expected = Some(ext + 1);
+            let Ok(samples) = decoder.decode(&packet) else { continue };
+            if super::source::beeping() {
+                for onset in onsets.feed(samples, arrival) {
+                    if let Some(latency) = beep_latency(onset) {
+                        lock(&received.audio_latencies).push(latency);
+                    }
+                }
+            }
+            play(samples);
         }
         if let Some(w) = writer {
             let _ = w.finalize();
@@ -287,6 +315,9 @@ pub fn spawn_audio(
     })?;
     Ok(tx)
 }
+
+/// Most packets in a row concealed; a longer gap is a pause, not loss.
+const MAX_CONCEALED: u64 = 10;
 
 /// Peak above which a beep is sounding (beeps peak at 0.25; Opus and the
 /// limiter leave them well above this).
