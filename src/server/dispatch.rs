@@ -83,12 +83,14 @@ impl Dispatcher {
     }
 
     /// Presence with load figures, for monitoring: rooms, members (and
-    /// sessions being set up), tokio tasks alive.
+    /// sessions being set up), tokio tasks alive, heap bytes in use.
     async fn publish_presence(&self) {
         let members: usize = self.rooms.values().map(|r| r.tracker.members.load(Ordering::Relaxed)).sum();
         let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
-        let payload =
-            serde_json::json!({"online": true, "rooms": self.rooms.len(), "members": members, "tasks": tasks});
+        let heap = super::memory::heap_in_use();
+        let payload = serde_json::json!({
+            "online": true, "rooms": self.rooms.len(), "members": members, "tasks": tasks, "heap_bytes": heap,
+        });
         let topic = self.shared.topics.server(&self.shared.config.server_id);
         let _ = self.shared.link.publish(&topic, payload.to_string().into_bytes(), true).await;
     }
