@@ -204,7 +204,8 @@ async fn a_replayed_leave_for_members_still_in_the_call_is_ignored_viewers_inclu
     .await;
     let (replayer, _events) = raw(&server, "replayer", "tessera/lw/state").await;
     for peer in ["a", "tv"] {
-        replayer.publish(&format!("tessera/lw/in/{peer}"), br#"{"type":"leave"}"#.to_vec(), false).await.unwrap();
+        let will = br#"{"type":"leave","will":true}"#.to_vec();
+        replayer.publish(&format!("tessera/lw/in/{peer}"), will, false).await.unwrap();
     }
     let frames = tv.stats().frames;
     eventually(LIMIT, "both leaves doubted, then ignored", || {
@@ -221,4 +222,35 @@ async fn a_replayed_leave_for_members_still_in_the_call_is_ignored_viewers_inclu
     for c in [a, tv] {
         c.leave().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_leave_is_honoured_at_once_while_media_still_flows() {
+    // A client that publishes `leave` and closes its peer connection late
+    // (or never): its media keeps coming, yet it must be gone at once.
+    let server = Server::start(&[]);
+    let stay = join(server.client("xl", "stay", 0)).await;
+    let go = join(server.client("xl", "go", 1)).await;
+    let grid = layout(&server, "grid");
+    let colors = vec![("stay".to_string(), palette(0)), ("go".to_string(), palette(1))];
+    eventually(LIMIT, "both tiles", || {
+        let s = stay.room_state().ok_or("no state")?;
+        (s.participants.len() == 2).then_some(()).ok_or("not yet")?;
+        check_tiles(&stay, &s, &grid, &colors)
+    })
+    .await;
+    // `go`'s own MQTT link publishes the leave; its media goes on.
+    go.link().publish("tessera/xl/in/go", br#"{"type":"leave"}"#.to_vec(), false).await.unwrap();
+    let at = std::time::Instant::now();
+    eventually(Duration::from_secs(1), "go out of the state and of the composite", || {
+        let s = stay.room_state().ok_or("no state")?;
+        let peers: Vec<&str> = s.participants.iter().map(|p| p.peer.as_str()).collect();
+        (peers == ["stay"]).then_some(()).ok_or(format!("in the room: {peers:?}"))?;
+        // With one tile left, `stay` fills the canvas.
+        check_tiles(&stay, &s, &grid, &colors)
+    })
+    .await;
+    eprintln!("explicit leave with live media honoured in {} ms", at.elapsed().as_millis());
+    go.vanish().await;
+    stay.leave().await;
 }

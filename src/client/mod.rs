@@ -248,7 +248,7 @@ impl Client {
             url: o.url.clone(),
             client_id: o.peer.clone(),
             ca_file: o.ca_file.clone(),
-            will: Some((in_topic.clone(), br#"{"type":"leave"}"#.to_vec(), false)),
+            will: Some((in_topic.clone(), br#"{"type":"leave","will":true}"#.to_vec(), false)),
             subscriptions: vec![topics.peer_out(&o.room, &o.peer), topics.state(&o.room)],
             announce: vec![],
             keep_alive: Duration::from_secs(5),

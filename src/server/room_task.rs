@@ -28,6 +28,10 @@ const LEAVE_DOUBT: Duration = Duration::from_secs(5);
 /// A member who sends no media (a viewer) counts as there while its RTCP
 /// is this fresh: receivers report about once a second.
 const RTCP_QUIET: Duration = Duration::from_millis(2500);
+/// An explicit leave this soon after the server's broker link came back
+/// is doubted like a last will: clients of older versions sent wills that
+/// look like explicit leaves, and a restarted broker replays them now.
+const LINK_BACK_DOUBT: Duration = Duration::from_secs(10);
 /// How long candidates wait for their offer.
 const PENDING_CANDIDATES_KEPT: Duration = Duration::from_secs(5);
 
@@ -108,8 +112,10 @@ pub(super) struct RoomTask {
     shared: Arc<Shared>,
     inbox_tx: mpsc::Sender<RoomEvent>,
     members: HashMap<String, Member>,
-    /// Members who said `leave` while their media still flowed, since when.
+    /// Members whose last will came while their media still flowed, since when.
     leaving: HashMap<String, Instant>,
+    /// When the broker link last came back after a drop.
+    link_back: Option<Instant>,
     /// Candidates from peers with no session yet, with when the first came.
     pending: HashMap<String, (Instant, Vec<Candidate>)>,
     generation: u64,
@@ -155,6 +161,7 @@ impl RoomTask {
             inbox_tx: tx.clone(),
             members: HashMap::new(),
             leaving: HashMap::new(),
+            link_back: None,
             pending: HashMap::new(),
             generation: 0,
             views: BTreeMap::new(),
@@ -277,18 +284,22 @@ impl RoomTask {
                         }
                     }
                 },
-                ClientMessage::Leave => {
+                ClientMessage::Leave { will } => {
                     self.pending.remove(&peer);
-                    // A leave is usually a client going away (or its last
-                    // will). But a broker that restarts publishes the last
-                    // wills of clients that are still in the call: trust the
-                    // media (or a viewer's RTCP) over the signaling when the
-                    // member is plainly there, and decide once it stops (or not).
+                    // An explicit leave is honoured at once, whatever the
+                    // member's media does. A last will is usually a client
+                    // gone away too, but a broker that restarts publishes the
+                    // wills of clients that are still in the call: then trust
+                    // the media (or a viewer's RTCP) over the signaling while
+                    // the member is plainly there, and decide once it stops.
+                    let doubtful = will || self.link_back.is_some_and(|t| t.elapsed() < LINK_BACK_DOUBT);
                     let alive = self.members.get(&peer).is_some_and(Member::still_there);
-                    if alive {
+                    if doubtful && alive {
+                        tracing::debug!(peer = %peer, will, "leave doubted while the member's media flows");
                         self.room.depart(&peer);
                         self.leaving.entry(peer).or_insert_with(Instant::now);
                     } else {
+                        self.leaving.remove(&peer);
                         self.room.leave(now, &peer, Leave::Requested);
                     }
                 }
@@ -325,6 +336,7 @@ impl RoomTask {
                 }
             }
             RoomEvent::Resync => {
+                self.link_back = Some(Instant::now());
                 if !self.room.members().is_empty() {
                     let state = self.room.state();
                     self.publish_state(&state).await;

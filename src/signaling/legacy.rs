@@ -137,7 +137,7 @@ pub fn parse(payload: &[u8], server: &str) -> Legacy {
             Ok(c) => ClientMessage::Candidate(c),
             Err(_) => return bad("candidate data must be {candidate, sdpMid, sdpMLineIndex}"),
         },
-        "leave" | "bye" | "hangup" => ClientMessage::Leave,
+        "leave" | "bye" | "hangup" => ClientMessage::Leave { will: false },
         // An answer is for an offerer; the server only answers.
         _ => return Legacy::Ignore,
     };

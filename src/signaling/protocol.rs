@@ -258,8 +258,13 @@ pub enum ClientMessage {
     },
     /// A trickled ICE candidate.
     Candidate(Candidate),
-    /// Leaving (also the client's MQTT last will).
-    Leave,
+    /// Leaving.
+    Leave {
+        /// Sent as the client's MQTT last will (`"will": true`): a broker
+        /// that restarts may publish it while the client is still in the
+        /// call, so the server checks it against the client's media.
+        will: bool,
+    },
 }
 
 #[derive(Deserialize)]
@@ -280,7 +285,10 @@ enum RawClient {
         #[serde(default, rename = "sdpMLineIndex")]
         sdp_m_line_index: Option<u16>,
     },
-    Leave {},
+    Leave {
+        #[serde(default)]
+        will: bool,
+    },
 }
 
 /// Longest display name kept (longer ones are cut).
@@ -313,7 +321,7 @@ pub fn parse_client(payload: &[u8]) -> Result<ClientMessage, ProtocolError> {
         RawClient::Candidate { candidate, sdp_mid, sdp_m_line_index, .. } => {
             ClientMessage::Candidate(Candidate { candidate, sdp_mid, sdp_m_line_index })
         }
-        RawClient::Leave {} => ClientMessage::Leave,
+        RawClient::Leave { will } => ClientMessage::Leave { will },
     })
 }
 
@@ -535,7 +543,8 @@ mod tests {
         for end in [r#"{"type":"candidate","candidate":null}"#, r#"{"type":"candidate","candidate":""}"#] {
             assert!(matches!(parse_client(end.as_bytes()).unwrap(), ClientMessage::Candidate(c) if c.is_end()));
         }
-        assert_eq!(parse_client(br#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave);
+        assert_eq!(parse_client(br#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave { will: false });
+        assert_eq!(parse_client(br#"{"type":"leave","will":true}"#).unwrap(), ClientMessage::Leave { will: true });
     }
 
     #[test]
