@@ -16,3 +16,4 @@ pub mod mixer;
 pub mod opus;
 pub mod pattern;
 pub mod scale;
+pub mod scene;
