@@ -56,15 +56,18 @@ pub struct ClientArgs {
     /// participant (send and receive), viewer (receive only) or source (send only).
     #[arg(long, value_enum, default_value_t = ClientRole::Participant)]
     role: ClientRole,
-    /// Video to send: `pattern`, `none`, a .y4m file (looped), `-` (live
-    /// Y4M on stdin, e.g. from `ffmpeg ... -f yuv4mpegpipe -`) or a V4L2
-    /// camera: `camera` (/dev/video0) or its device path (needs ffmpeg).
-    #[arg(long, default_value = "pattern")]
+    /// Video to send: `scene` (a camera-like synthetic picture: texture in
+    /// motion, drifting light, sensor noise; it codes like a camera),
+    /// `pattern` (a flat test pattern, nearly free to code), `none`, a .y4m
+    /// file (looped), `-` (live Y4M on stdin, e.g. from
+    /// `ffmpeg ... -f yuv4mpegpipe -`) or a V4L2 camera: `camera`
+    /// (/dev/video0) or its device path (needs ffmpeg).
+    #[arg(long, default_value = "scene")]
     video: String,
-    /// Pattern colour [default: a distinct one per client].
+    /// Scene or pattern colour [default: a distinct one per client].
     #[arg(long)]
     color: Option<Rgb>,
-    /// Pattern size, WIDTHxHEIGHT.
+    /// Scene or pattern size, WIDTHxHEIGHT (a camera is asked for it).
     #[arg(long, default_value = "640x360", value_parser = parse_size)]
     size: (u32, u32),
     /// Frames per second sent.
@@ -93,6 +96,15 @@ pub struct ClientArgs {
     /// Run this many clients in this process (distinct names, colours, tones).
     #[arg(long, default_value_t = 1)]
     count: usize,
+    /// With --count: encode once and send the same pictures and sound as
+    /// every client's own stream (each its own SSRC, sequence numbers and
+    /// timestamps), so one core feeds many senders.
+    #[arg(long)]
+    fanout: bool,
+    /// With --count: only the first K clients decode the composite (and
+    /// measure latency); the others count what arrives [default: all].
+    #[arg(long, value_name = "K")]
+    decode: Option<usize>,
     /// Stop after this many seconds [default: at Ctrl-C].
     #[arg(long)]
     duration: Option<f64>,
@@ -132,6 +144,7 @@ impl ClientArgs {
             (None, _) => None,
         };
         let video = match self.video.as_str() {
+            "scene" => VideoSource::Scene(self.color.unwrap_or_else(|| palette(i))),
             "pattern" => VideoSource::Pattern(self.color.unwrap_or_else(|| palette(i))),
             "none" => VideoSource::None,
             path if path.ends_with(".y4m") => VideoSource::Y4m(PathBuf::from(path)),
@@ -140,7 +153,7 @@ impl ClientArgs {
             path if path.starts_with("/dev/") => VideoSource::Camera(PathBuf::from(path)),
             other => {
                 return Err(format!(
-                    "--video {other}: expected pattern, none, a .y4m file, - (Y4M on stdin), camera or a /dev/video* device"
+                    "--video {other}: expected scene, pattern, none, a .y4m file, - (Y4M on stdin), camera or a /dev/video* device"
                 )
                 .into())
             }
@@ -148,7 +161,7 @@ impl ClientArgs {
         if let VideoSource::Camera(device) = &video {
             std::fs::metadata(device).map_err(|e| format!("--video {}: no such camera ({e})", device.display()))?;
         }
-        if self.count > 1 && matches!(video, VideoSource::Stdin | VideoSource::Camera(_)) {
+        if self.count > 1 && !self.fanout && matches!(video, VideoSource::Stdin | VideoSource::Camera(_)) {
             return Err(
                 format!("--video {}: one live input cannot feed --count {} clients", self.video, self.count).into()
             );
@@ -192,6 +205,8 @@ impl ClientArgs {
             layouts: self.layouts.clone(),
             peer_options: PeerOptions { bind_ip: self.media_ip, ..PeerOptions::default() },
             relay: None,
+            decode: self.decode.is_none_or(|k| i < k),
+            source: None,
         })
     }
 }
@@ -214,9 +229,20 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         return Err("--count must be at least 1".into());
     }
     runtime()?.block_on(async move {
+        // One media thread for every client with --fanout, made from the
+        // first client's settings.
+        let shared_source = if args.fanout {
+            let first = args.options(0)?;
+            let thread = tessera::client::source::spawn(&first.send, &args.peer)?;
+            Some(tessera::client::SharedSource(Arc::new(thread)))
+        } else {
+            None
+        };
         let mut clients = Vec::new();
         for i in 0..args.count {
-            let c = Client::join(args.options(i)?).await?;
+            let mut options = args.options(i)?;
+            options.source = shared_source.clone();
+            let c = Client::join(options).await?;
             clients.push(c);
             if args.count > 1 {
                 tokio::time::sleep(Duration::from_secs_f64(args.join_interval.max(0.0))).await;
@@ -275,7 +301,7 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
                             tracing::warn!(peer = c.peer(), %reason, "session ended by the server")
                         }
                         Notice::Error { code, message } if code == "source" => source_failed = Some(message),
-                        Notice::Error { .. } => {}
+                        Notice::Error { .. } | Notice::Send(_) => {}
                     }
                 }
             }

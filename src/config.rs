@@ -101,6 +101,14 @@ pub struct ServeArgs {
     /// Downstream Opus bitrate, bits/s [default: 32000].
     #[arg(long, env = "TESSERA_AUDIO_BITRATE")]
     pub audio_bitrate: Option<u32>,
+    /// Largest picture a sender may send, WIDTHxHEIGHT (either
+    /// orientation); larger streams are refused, not decoded [default: 1920x1080].
+    #[arg(long, env = "TESSERA_MAX_INGEST")]
+    pub max_ingest: Option<String>,
+    /// Bitrate asked of a sender shown at 1280x720 and 30 fps, bits/s
+    /// (senders in smaller tiles are asked for less) [default: 1500000].
+    #[arg(long, env = "TESSERA_INGEST_BITRATE")]
+    pub ingest_bitrate: Option<u32>,
     /// Fastest encoder setting (lower quality) for the downstream.
     #[arg(long, env = "TESSERA_FAST_ENCODE")]
     pub fast_encode: Option<bool>,
@@ -149,6 +157,8 @@ struct FileConfig {
     video_bitrate: Option<u32>,
     audio_bitrate: Option<u32>,
     fast_encode: Option<bool>,
+    max_ingest: Option<String>,
+    ingest_bitrate: Option<u32>,
     max_rooms: Option<usize>,
     max_participants: Option<usize>,
     rate_limit: Option<u32>,
@@ -207,6 +217,10 @@ pub struct ServerConfig {
     pub audio_bitrate: u32,
     /// Fast encoder preset.
     pub fast_encode: bool,
+    /// Largest picture decoded from a sender.
+    pub max_ingest: (u32, u32),
+    /// Bitrate asked of a 720p30 sender.
+    pub ingest_bitrate: u32,
     /// Room limit.
     pub max_rooms: usize,
     /// Member limit per room.
@@ -308,6 +322,14 @@ impl ServeArgs {
                 self.audio_bitrate.or(file.audio_bitrate).unwrap_or(32_000) as u64,
             )? as u32,
             fast_encode: self.fast_encode.or(file.fast_encode).unwrap_or(false),
+            max_ingest: match self.max_ingest.or(file.max_ingest) {
+                None => (1920, 1080),
+                Some(s) => parse_size(&s)?,
+            },
+            ingest_bitrate: positive(
+                "ingest bitrate",
+                self.ingest_bitrate.or(file.ingest_bitrate).unwrap_or(1_500_000) as u64,
+            )? as u32,
             max_rooms: positive("max rooms", self.max_rooms.or(file.max_rooms).unwrap_or(64) as u64)? as usize,
             max_participants: positive(
                 "max participants",
@@ -330,6 +352,16 @@ impl ServeArgs {
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.message().to_owned()))
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), ConfigError> {
+    let bad = || ConfigError::Invalid(format!("size `{s}`: expected WIDTHxHEIGHT, e.g. 1920x1080"));
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    if w < 16 || h < 16 || w > 8192 || h > 8192 {
+        return Err(bad());
+    }
+    Ok((w, h))
 }
 
 fn parse_ports(s: &str) -> Result<(u16, u16), ConfigError> {
@@ -384,6 +416,7 @@ mod tests {
             (ServeArgs { max_rooms: Some(0), ..Default::default() }, "max rooms"),
             (ServeArgs { ice_servers: vec!["http://x".into()], ..Default::default() }, "stun:"),
             (ServeArgs { server_id: Some("a b".into()), ..Default::default() }, "server id"),
+            (ServeArgs { max_ingest: Some("huge".into()), ..Default::default() }, "WIDTHxHEIGHT"),
         ] {
             let e = args.resolve().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");

@@ -93,7 +93,9 @@ async fn phone(url: &str, id: &str, color: usize) -> Phone {
                         let pt = sender.get_parameters().await.unwrap().rtp_parameters.codecs[0].payload_type;
                         let (tx, mut rx) = tokio::sync::mpsc::channel(32);
                         let settings = SendSettings { video: VideoSource::Pattern(palette(color)), audio: AudioSource::None, width: 320, height: 240, fps: 15, bitrate: 300_000, name: id.clone() };
-                        media = Some(source::spawn(&settings, Some(tx), None, format!("phone-{id}")).unwrap());
+                        let thread = source::spawn(&settings, &format!("phone-{id}")).unwrap();
+                        thread.attach(&id, Some(tx), None);
+                        media = Some(thread);
                         let track = track.clone();
                         tokio::spawn(async move {
                             while let Some(e) = rx.recv().await {

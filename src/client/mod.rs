@@ -10,13 +10,14 @@
 
 pub mod receive;
 pub mod source;
+pub mod stamp;
 mod y4m_input;
 
 use crate::layout::Layout;
 use crate::peer::{self, PeerEvent, PeerOptions};
 use crate::pipeline::decode::VideoDecoder;
 use crate::signaling::link::{Link, LinkEvent, LinkOptions};
-use crate::signaling::protocol::{Candidate, RoomState, Topics};
+use crate::signaling::protocol::{Candidate, RoomState, SendHint, Topics};
 use receive::{CompositeSink, Received, TileMap, VideoRecorder};
 use rtc::media::Sample;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -79,6 +80,22 @@ pub struct ClientOptions {
     /// address. For impairment tests (loss, delay) and for clients behind a
     /// TURN-less relay.
     pub relay: Option<CandidateMap>,
+    /// Decode the composite (latency, pictures, recordings). A load
+    /// generator's receivers may only count what arrives.
+    pub decode: bool,
+    /// Send from this media thread, shared with other clients (`--fanout`),
+    /// instead of one of its own made from `send`.
+    pub source: Option<SharedSource>,
+}
+
+/// A media thread several clients send from.
+#[derive(Clone)]
+pub struct SharedSource(pub Arc<MediaThread>);
+
+impl std::fmt::Debug for SharedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedSource")
+    }
 }
 
 /// Maps a server media address to the address to send to instead.
@@ -143,6 +160,8 @@ impl ClientOptions {
             layouts: PathBuf::from("layouts"),
             peer_options: PeerOptions::default(),
             relay: None,
+            decode: true,
+            source: None,
         }
     }
 }
@@ -188,6 +207,8 @@ pub enum Notice {
         /// Reason.
         reason: String,
     },
+    /// `{"type":"send",...}`: what the server asked this sender for.
+    Send(SendHint),
 }
 
 #[derive(Deserialize)]
@@ -197,6 +218,7 @@ enum Incoming {
     Candidate(Candidate),
     Error { code: String, message: String },
     Bye { reason: String },
+    Send(SendHint),
 }
 
 struct Shared {
@@ -208,6 +230,8 @@ struct Shared {
     offered: Instant,
     layouts: Mutex<BTreeMap<String, Option<Arc<Layout>>>>,
     layouts_dir: PathBuf,
+    /// The server's latest `send` hint.
+    hint: Mutex<Option<SendHint>>,
 }
 
 /// A joined client.
@@ -219,7 +243,7 @@ pub struct Client {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
-    media: Arc<Mutex<Option<MediaThread>>>,
+    media: Arc<Mutex<Option<Arc<MediaThread>>>>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -306,6 +330,7 @@ impl Client {
             offered: Instant::now(),
             layouts: Mutex::new(BTreeMap::new()),
             layouts_dir: o.layouts.clone(),
+            hint: Mutex::new(None),
         });
         let mut offer_msg = serde_json::json!({"type": "offer", "sdp": offer.sdp});
         if let Some(name) = &o.name {
@@ -328,7 +353,7 @@ impl Client {
         } else {
             None
         };
-        let media: Arc<Mutex<Option<MediaThread>>> = Arc::new(Mutex::new(None));
+        let media: Arc<Mutex<Option<Arc<MediaThread>>>> = Arc::new(Mutex::new(None));
         let stop = Arc::new(tokio::sync::Notify::new());
         let task = {
             let (pc, link, shared, media, o, stop) =
@@ -395,6 +420,14 @@ impl Client {
                                         tracing::warn!(%code, %message, "server refused");
                                         shared.notice(Notice::Error { code, message });
                                     }
+                                    Ok(Incoming::Send(hint)) => {
+                                        tracing::debug!(?hint, "send hint");
+                                        if let Some(m) = media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                                            m.hint(&o.peer, hint);
+                                        }
+                                        *shared.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(hint);
+                                        shared.notice(Notice::Send(hint));
+                                    }
                                     Ok(Incoming::Bye { reason }) => {
                                         tracing::info!(%reason, "server ended the session");
                                         shared.notice(Notice::Bye { reason });
@@ -423,10 +456,16 @@ impl Client {
                                     let received = shared.received.clone();
                                     match track.kind().await {
                                         RtpCodecKind::Video => {
+                                            let count = { let r = received.clone(); move |n: usize| { r.video_bytes.fetch_add(n as u64, Ordering::Relaxed); } };
+                                            if !o.decode {
+                                                let counter = receive::UnitCounter(received.clone());
+                                                tasks.push(tokio::spawn(async move { peer::receive::read_h264(track, counter, count).await; }));
+                                                continue;
+                                            }
                                             let sink = CompositeSink { received: received.clone(), recorder: recorder.take() };
                                             match VideoDecoder::spawn(format!("recv-video-{}", o.peer), sink) {
                                                 Ok(decoder) => tasks.push(tokio::spawn(async move {
-                                                    peer::receive::read_h264(track, decoder, |n| { received.video_bytes.fetch_add(n as u64, Ordering::Relaxed); }).await;
+                                                    peer::receive::read_h264(track, decoder, count).await;
                                                 })),
                                                 Err(e) => tracing::warn!(error = %e, "cannot start decoder"),
                                             }
@@ -443,7 +482,9 @@ impl Client {
                             }
                         }
                     }
-                    media.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(m) = media.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        m.detach(&o.peer);
+                    }
                     let _ = pc.close().await;
                     // Readers end with the connection; their decoders flush recordings.
                     for t in tasks {
@@ -523,7 +564,7 @@ impl Client {
     /// shows the last picture, then the placeholder) or back on.
     pub fn set_video(&self, on: bool) {
         if let Some(m) = self.media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            m.video_on.store(on, Ordering::Relaxed);
+            m.set_video(on);
         }
     }
 
@@ -542,8 +583,10 @@ impl Client {
     }
 
     async fn finish(self, crash: bool) -> Stats {
-        receive::unregister_local(&self.peer);
-        self.media.lock().unwrap_or_else(|e| e.into_inner()).take();
+        stamp::unregister_local(&self.peer);
+        if let Some(m) = self.media.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            m.detach(&self.peer);
+        }
         self.stop.notify_one();
         let _ = self.pc.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
@@ -603,33 +646,43 @@ type Outgoing = Option<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>)>;
 /// Where the media thread sends encoded video and audio.
 type Writers = (Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>);
 
-/// Starts the media thread feeding the writers, and the listener for the
-/// server's keyframe requests.
+/// Attaches the writers to the client's media thread (the shared one, or
+/// one of its own started now), and listens for the server's keyframe
+/// requests.
 fn start_sources(
     o: &ClientOptions,
     writers: Option<Writers>,
     video_out: &Outgoing,
-    media: &Mutex<Option<MediaThread>>,
+    media: &Mutex<Option<Arc<MediaThread>>>,
     shared: &Shared,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) {
     let Some((video_tx, audio_tx)) = writers else { return };
-    let mut settings = o.send.clone();
-    if let Some(name) = &o.name {
-        settings.name = name.clone();
-    }
-    match source::spawn(&settings, video_tx, audio_tx, o.peer.clone()) {
-        Ok(thread) => {
-            if let Some((track, _, _)) = video_out {
-                tasks.push(tokio::spawn(keyframe_requests(track.clone(), thread.keyframe.clone())));
+    let thread = match &o.source {
+        Some(SharedSource(thread)) => thread.clone(),
+        None => {
+            let mut settings = o.send.clone();
+            if let Some(name) = &o.name {
+                settings.name = name.clone();
             }
-            *media.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+            match source::spawn(&settings, &o.peer) {
+                Ok(thread) => Arc::new(thread),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start sources");
+                    shared.notice(Notice::Error { code: "source".into(), message: e.to_string() });
+                    return;
+                }
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start sources");
-            shared.notice(Notice::Error { code: "source".into(), message: e.to_string() });
-        }
+    };
+    thread.attach(&o.peer, video_tx, audio_tx);
+    if let Some(hint) = *shared.hint.lock().unwrap_or_else(|e| e.into_inner()) {
+        thread.hint(&o.peer, hint);
     }
+    if let Some((track, _, _)) = video_out {
+        tasks.push(tokio::spawn(keyframe_requests(track.clone(), Arc::downgrade(&thread))));
+    }
+    *media.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
 }
 
 /// Starts a writer task for a sending track once its payload type is known.
@@ -652,11 +705,12 @@ async fn writer(
 }
 
 /// Turns PLI/FIR from the server into a forced keyframe.
-async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, flag: Arc<std::sync::atomic::AtomicBool>) {
+async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, thread: std::sync::Weak<MediaThread>) {
     while let Some(ev) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
             if packets.iter().any(peer::keyframe::is_keyframe_request) {
-                flag.store(true, Ordering::Relaxed);
+                let Some(thread) = thread.upgrade() else { break };
+                thread.request_keyframe();
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::media::pattern::BEEP_PERIOD_MS;
 use crate::pipeline::decode::PictureSink;
 use crate::pipeline::slot::FrameSlot;
 use crate::rtp::seq::SeqExtender;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,23 +24,6 @@ use std::time::Instant;
 const AUDIO_KEPT_SECONDS: usize = 3;
 /// Latency samples kept.
 const LATENCIES_KEPT: usize = 20_000;
-
-/// Senders in this process and their picture sizes: their stamps share
-/// this process's clock, so their tiles measure latency.
-fn locals() -> &'static Mutex<HashMap<String, (u32, u32)>> {
-    static LOCALS: OnceLock<Mutex<HashMap<String, (u32, u32)>>> = OnceLock::new();
-    LOCALS.get_or_init(Default::default)
-}
-
-/// Registers a sender of this process.
-pub fn register_local(peer: &str, size: (u32, u32)) {
-    lock(locals()).insert(peer.to_owned(), size);
-}
-
-/// Forgets a sender of this process.
-pub fn unregister_local(peer: &str) {
-    lock(locals()).remove(peer);
-}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -166,6 +149,18 @@ impl VideoRecorder {
     }
 }
 
+/// A receiver that does not decode: counts each access unit as a frame
+/// (a load generator's receivers, but for the sample that decodes).
+pub struct UnitCounter(pub Arc<Received>);
+
+impl crate::peer::receive::UnitSink for UnitCounter {
+    fn push(&self, _unit: Vec<u8>) -> crate::pipeline::decode::Queue {
+        self.0.frames.fetch_add(1, Ordering::Relaxed);
+        let _ = self.0.first_frame.set(Instant::now());
+        crate::pipeline::decode::Queue::Ok
+    }
+}
+
 /// The client's decoded-picture sink.
 pub struct CompositeSink {
     /// Shared state.
@@ -206,13 +201,13 @@ fn packed_planes(frame: &FrameRef<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 
 fn measure_latency(r: &Received, frame: &FrameRef<'_>) {
     let Some(map) = lock(&r.tiles).clone() else { return };
-    let locals = lock(locals()).clone();
+    let locals = super::stamp::local_senders();
     if locals.is_empty() {
         return;
     }
     let ids: Vec<u64> = (0..map.peers.len() as u64).collect();
     let speaker = map.speaker.as_ref().and_then(|s| map.peers.iter().position(|p| p == s)).map(|i| i as u64);
-    let now = super::source::clock_ms();
+    let now = super::stamp::clock_ms();
     let (w, h) = (frame.width() as u32, frame.height() as u32);
     let mut samples = Vec::new();
     for p in placements(&map.layout, &ids, speaker, w, h) {
@@ -276,7 +271,7 @@ pub fn spawn_audio(
         while let Ok((number, packet)) = rx.recv() {
             // A packet's first sample is due when it arrives (as a frame's
             // first sample is captured when the sender makes it).
-            let arrival = super::source::clock_ms_f64();
+            let arrival = super::stamp::clock_ms_f64();
             received.audio_packets.fetch_add(1, Ordering::Relaxed);
             let ext = seq.extend(number);
             match expected {
@@ -300,7 +295,7 @@ pub fn spawn_audio(
             }
             expected = Some(ext + 1);
             let Ok(samples) = decoder.decode(&packet) else { continue };
-            if super::source::beeping() {
+            if super::stamp::beeping() {
                 for onset in onsets.feed(samples, arrival) {
                     if let Some(latency) = beep_latency(onset) {
                         lock(&received.audio_latencies).push(latency);

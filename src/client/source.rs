@@ -1,25 +1,41 @@
-//! What the capture client sends: a test pattern, a Y4M file, live Y4M on
-//! stdin, a V4L2 camera or nothing for video; a tone, beeps, a WAV file,
-//! silence or nothing for audio. One media thread per client produces and encodes
-//! both on their own clocks; the H.264 encoder follows the picture size.
+//! What the capture client sends: a camera-like scene, a test pattern, a
+//! Y4M file, live Y4M on stdin, a V4L2 camera or nothing for video; a tone,
+//! beeps, a WAV file, silence or nothing for audio.
+//!
+//! A [`MediaThread`] produces and encodes both on their own clocks and
+//! hands the same encoded samples to every client attached to it: one
+//! client normally, or N with `--count N --fanout` (encode once, send N
+//! independent streams: the load generator is then not the bottleneck).
+//! It follows the server's `send` hints (the largest of its clients'):
+//! pictures are scaled down to just cover the hinted size, the frame rate
+//! and bitrate capped; the H.264 encoder follows the picture size.
 
+use super::stamp::{clock_ms, clock_ms_f64, register_local, set_beeping};
 use super::y4m_input::{LiveY4m, Y4mLoop};
+use crate::layout::cover_size;
 use crate::media::color::Rgb;
-use crate::media::frame::{AudioFrame, AUDIO_FRAME, SAMPLES_PER_FRAME};
+use crate::media::frame::{AudioFrame, FrameRef, VideoFrame, AUDIO_FRAME, SAMPLES_PER_FRAME};
 use crate::media::h264::{H264Config, H264Encoder};
 use crate::media::opus::OpusEncoder;
 use crate::media::pattern::{write_stamp, Beep, TestPattern, Tone};
+use crate::media::scale::Scaler;
+use crate::media::scene::CameraScene;
+use crate::signaling::protocol::SendHint;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Video to send.
 #[derive(Clone, Debug)]
 pub enum VideoSource {
-    /// The moving test pattern in this colour.
+    /// The camera-like synthetic scene tinted this colour: it costs what a
+    /// camera costs to code (use it for load, latency and codec figures).
+    Scene(Rgb),
+    /// The moving test pattern in this colour: flat, nearly free to code,
+    /// easy to recognise in a composite.
     Pattern(Rgb),
     /// A Y4M file (4:2:0, 8-bit), looped; stamped like the pattern.
     Y4m(PathBuf),
@@ -58,26 +74,6 @@ pub enum SourceError {
     Codec(String),
 }
 
-/// Milliseconds on the process clock, for stamps (every client in one
-/// process shares it, so any of their tiles gives a latency).
-pub fn clock_ms() -> u64 {
-    clock_ms_f64() as u64
-}
-
-/// [`clock_ms`] with its fraction.
-pub fn clock_ms_f64() -> f64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
-}
-
-/// Whether a sender of this process beeps (so beeps heard by its
-/// receivers started on this process's clock and measure audio latency).
-pub fn beeping() -> bool {
-    BEEPING.load(Ordering::Relaxed)
-}
-
-static BEEPING: AtomicBool = AtomicBool::new(false);
-
 /// An encoded sample on its way to a track.
 pub struct Encoded {
     /// The payload.
@@ -93,9 +89,9 @@ pub struct SendSettings {
     pub video: VideoSource,
     /// Audio source.
     pub audio: AudioSource,
-    /// Picture size for the pattern.
+    /// Picture size for the scene and the pattern (and asked of a camera).
     pub width: u32,
-    /// Picture size for the pattern.
+    /// Picture size for the scene and the pattern.
     pub height: u32,
     /// Frame rate.
     pub fps: u32,
@@ -148,6 +144,7 @@ impl WavLoop {
 }
 
 enum Video {
+    Scene(CameraScene),
     Pattern(TestPattern),
     File(Y4mLoop),
     Live(LiveY4m),
@@ -160,63 +157,114 @@ enum Audio {
     Silence,
 }
 
-/// Handle of a running media thread; dropping it stops the thread.
+/// One client fed by a media thread.
+struct Output {
+    peer: String,
+    video: Option<mpsc::Sender<Encoded>>,
+    audio: Option<mpsc::Sender<Encoded>>,
+    /// The server's latest `send` hint for this client.
+    hint: Option<SendHint>,
+    /// The picture size registered for its latency readers.
+    registered: Option<(usize, usize)>,
+}
+
+/// What the thread and its handle share.
+#[derive(Default)]
+struct Shared {
+    outputs: Mutex<Vec<Output>>,
+    stop: AtomicBool,
+    keyframe: AtomicBool,
+    video_off: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running media thread; dropping the last handle stops it.
 pub struct MediaThread {
-    stop: Arc<AtomicBool>,
-    /// Set to make the next video frame a keyframe.
-    pub keyframe: Arc<AtomicBool>,
-    /// Clear to stop sending video (camera off), set to resume.
-    pub video_on: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MediaThread {
+    /// Starts feeding `peer`'s writers (either may be absent); the next
+    /// picture is a keyframe.
+    pub fn attach(&self, peer: &str, video: Option<mpsc::Sender<Encoded>>, audio: Option<mpsc::Sender<Encoded>>) {
+        let mut outputs = lock(&self.shared.outputs);
+        outputs.retain(|o| o.peer != peer);
+        outputs.push(Output { peer: peer.to_owned(), video, audio, hint: None, registered: None });
+        self.shared.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops feeding `peer`.
+    pub fn detach(&self, peer: &str) {
+        lock(&self.shared.outputs).retain(|o| o.peer != peer);
+    }
+
+    /// Notes the server's `send` hint for `peer`; the thread follows the
+    /// largest hint among its clients (those without one want the full
+    /// source).
+    pub fn hint(&self, peer: &str, hint: SendHint) {
+        if let Some(o) = lock(&self.shared.outputs).iter_mut().find(|o| o.peer == peer) {
+            o.hint = Some(hint);
+        }
+    }
+
+    /// Makes the next picture a keyframe (a receiver asked for one).
+    pub fn request_keyframe(&self) {
+        self.shared.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Turns video off (no more pictures are sent; the server shows the
+    /// last one, then the placeholder) or back on (from a keyframe).
+    pub fn set_video(&self, on: bool) {
+        self.shared.video_off.store(!on, Ordering::Relaxed);
+    }
 }
 
 impl Drop for MediaThread {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Opens the sources and starts producing encoded samples on `video_tx`
-/// and `audio_tx` (either may be absent).
-pub fn spawn(
-    settings: &SendSettings,
-    video_tx: Option<mpsc::Sender<Encoded>>,
-    audio_tx: Option<mpsc::Sender<Encoded>>,
-    peer: String,
-) -> Result<MediaThread, SourceError> {
-    let thread_name = format!("send-{peer}");
-    let video = match (&settings.video, &video_tx) {
-        (_, None) | (VideoSource::None, _) => None,
-        (VideoSource::Pattern(color), Some(_)) => Some(Video::Pattern(
-            TestPattern::new(settings.width as usize, settings.height as usize, *color, &settings.name)
-                .map_err(|e| SourceError::Codec(e.to_string()))?,
-        )),
-        (VideoSource::Y4m(path), Some(_)) => Some(Video::File(Y4mLoop::open(path)?)),
-        (VideoSource::Stdin, Some(_)) => Some(Video::Live(LiveY4m::stdin()?)),
-        (VideoSource::Camera(device), Some(_)) => {
+/// Opens the sources and starts the media thread (named after `name`);
+/// [`MediaThread::attach`] clients to it.
+pub fn spawn(settings: &SendSettings, name: &str) -> Result<MediaThread, SourceError> {
+    let (w, h) = (settings.width as usize, settings.height as usize);
+    let codec = |e: crate::media::frame::FrameError| SourceError::Codec(e.to_string());
+    let video = match &settings.video {
+        VideoSource::None => None,
+        VideoSource::Scene(color) => Some(Video::Scene(CameraScene::new(w, h, *color, &settings.name).map_err(codec)?)),
+        VideoSource::Pattern(color) => {
+            Some(Video::Pattern(TestPattern::new(w, h, *color, &settings.name).map_err(codec)?))
+        }
+        VideoSource::Y4m(path) => Some(Video::File(Y4mLoop::open(path)?)),
+        VideoSource::Stdin => Some(Video::Live(LiveY4m::stdin()?)),
+        VideoSource::Camera(device) => {
             Some(Video::Live(LiveY4m::camera(device, settings.width, settings.height, settings.fps)?))
         }
     };
-    let audio = match (&settings.audio, &audio_tx) {
-        (_, None) | (AudioSource::None, _) => None,
-        (AudioSource::Tone(f), Some(_)) => Some(Audio::Tone(Tone::new(*f, 0.25))),
-        (AudioSource::Beep(f), Some(_)) => {
-            BEEPING.store(true, Ordering::Relaxed);
+    let audio = match &settings.audio {
+        AudioSource::None => None,
+        AudioSource::Tone(f) => Some(Audio::Tone(Tone::new(*f, 0.25))),
+        AudioSource::Beep(f) => {
+            set_beeping();
             Some(Audio::Beep(Beep::new(*f, 0.25)))
         }
-        (AudioSource::Wav(path), Some(_)) => Some(Audio::File(WavLoop::open(path)?)),
-        (AudioSource::Silence, Some(_)) => Some(Audio::Silence),
+        AudioSource::Wav(path) => Some(Audio::File(WavLoop::open(path)?)),
+        AudioSource::Silence => Some(Audio::Silence),
     };
     // Made now, so that bad settings are an error here; a picture of
-    // another size (a file, a pipe) gets its own encoder when it comes.
+    // another size (a file, a pipe, a hint) gets its own encoder.
     let encoder = match &video {
         Some(_) => {
-            let size = (settings.width as usize, settings.height as usize);
             let config = H264Config::new(settings.width, settings.height, settings.fps, settings.bitrate);
-            Some((H264Encoder::new(config).map_err(|e| SourceError::Codec(e.to_string()))?, size))
+            Some((H264Encoder::new(config).map_err(|e| SourceError::Codec(e.to_string()))?, (w, h)))
         }
         None => None,
     };
@@ -224,59 +272,67 @@ pub fn spawn(
         Some(_) => Some(OpusEncoder::new(32_000).map_err(|e| SourceError::Codec(e.to_string()))?),
         None => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let keyframe = Arc::new(AtomicBool::new(false));
-    let video_on = Arc::new(AtomicBool::new(true));
+    let shared = Arc::new(Shared::default());
     let worker = Worker {
-        video_on: video_on.clone(),
+        shared: shared.clone(),
         video,
         audio,
         encoder,
-        registered: None,
-        peer,
-        bitrate: settings.bitrate,
+        scaler: Scaler::new(),
+        scaled: VideoFrame::default(),
+        settings: settings.clone(),
         opus,
-        video_tx,
-        audio_tx,
-        fps: settings.fps.max(1),
-        stop: stop.clone(),
-        keyframe: keyframe.clone(),
     };
     let thread = std::thread::Builder::new()
-        .name(thread_name)
+        .name(format!("send-{name}"))
         .spawn(move || worker.run())
         .map_err(|e| SourceError::Codec(e.to_string()))?;
-    Ok(MediaThread { stop, keyframe, video_on, thread: Some(thread) })
+    Ok(MediaThread { shared, thread: Some(thread) })
+}
+
+/// The largest of the clients' hints (`None` if one has none: it wants
+/// the full source).
+fn largest_hint(outputs: &[Output]) -> Option<SendHint> {
+    let mut best: Option<SendHint> = None;
+    for o in outputs.iter().filter(|o| o.video.is_some()) {
+        let h = o.hint?;
+        best = Some(match best {
+            None => h,
+            Some(b) => SendHint {
+                width: b.width.max(h.width),
+                height: b.height.max(h.height),
+                fps: b.fps.max(h.fps),
+                bitrate: b.bitrate.max(h.bitrate),
+            },
+        });
+    }
+    best
 }
 
 struct Worker {
-    video_on: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     video: Option<Video>,
     audio: Option<Audio>,
     /// The encoder and the picture size it was made for.
     encoder: Option<(H264Encoder, (usize, usize))>,
-    /// Who sends (the receive side finds its own tile by this name and size).
-    peer: String,
-    /// The picture size registered for `peer`.
-    registered: Option<(usize, usize)>,
-    bitrate: u32,
+    scaler: Scaler,
+    /// A file's or camera's picture scaled to the hinted size.
+    scaled: VideoFrame,
+    settings: SendSettings,
     opus: Option<OpusEncoder>,
-    video_tx: Option<mpsc::Sender<Encoded>>,
-    audio_tx: Option<mpsc::Sender<Encoded>>,
-    fps: u32,
-    stop: Arc<AtomicBool>,
-    keyframe: Arc<AtomicBool>,
 }
 
 impl Worker {
     fn run(mut self) {
         let start = Instant::now();
-        let period = Duration::from_secs_f64(1.0 / self.fps as f64);
         let mut next_video = start;
         let mut next_audio = start;
         let mut last_video: Option<Instant> = None;
         let mut frame = AudioFrame::silence();
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let hint = largest_hint(&lock(&self.shared.outputs));
+            let fps = hint.map_or(self.settings.fps, |h| h.fps.clamp(1, self.settings.fps)).max(1);
+            let period = Duration::from_secs_f64(1.0 / fps as f64);
             let now = Instant::now();
             if self.audio.is_some() && now >= next_audio {
                 next_audio += AUDIO_FRAME;
@@ -290,14 +346,14 @@ impl Worker {
                 if now > next_video {
                     next_video = now + period;
                 }
-                if self.video_on.load(Ordering::Relaxed) {
+                if self.shared.video_off.load(Ordering::Relaxed) {
+                    // Camera off: when it comes back, start with a keyframe.
+                    self.shared.keyframe.store(true, Ordering::Relaxed);
+                } else {
                     let duration = last_video.map_or(period, |t| now - t);
-                    if self.send_video(now - start, duration) {
+                    if self.send_video(now - start, duration, hint, fps) {
                         last_video = Some(now);
                     }
-                } else {
-                    // Camera off: when it comes back, start with a keyframe.
-                    self.keyframe.store(true, Ordering::Relaxed);
                 }
             }
             let wake = match (self.audio.is_some(), self.video.is_some()) {
@@ -314,7 +370,7 @@ impl Worker {
     }
 
     fn send_audio(&mut self, frame: &mut AudioFrame) {
-        let (Some(audio), Some(opus), Some(tx)) = (&mut self.audio, &mut self.opus, &self.audio_tx) else { return };
+        let (Some(audio), Some(opus)) = (&mut self.audio, &mut self.opus) else { return };
         match audio {
             Audio::Tone(t) => t.next_frame(frame),
             Audio::Beep(b) => b.next_frame(frame, clock_ms_f64()),
@@ -323,41 +379,80 @@ impl Worker {
         }
         debug_assert_eq!(frame.samples.len(), SAMPLES_PER_FRAME);
         if let Ok(packet) = opus.encode(frame) {
-            let _ = tx.try_send(Encoded { data: Bytes::copy_from_slice(packet), duration: AUDIO_FRAME });
+            let data = Bytes::copy_from_slice(packet);
+            for tx in lock(&self.shared.outputs).iter().filter_map(|o| o.audio.as_ref()) {
+                let _ = tx.try_send(Encoded { data: data.clone(), duration: AUDIO_FRAME });
+            }
         }
     }
 
-    /// Renders, stamps and encodes one frame; false if nothing was sent.
-    fn send_video(&mut self, t: Duration, duration: Duration) -> bool {
-        let Self { video: Some(video), encoder, video_tx: Some(tx), peer, registered, fps, bitrate, keyframe, .. } =
-            self
-        else {
-            return false;
-        };
+    /// Renders (or takes), scales, stamps and encodes one picture, and
+    /// hands it to every client; false if nothing was sent.
+    fn send_video(&mut self, t: Duration, duration: Duration, hint: Option<SendHint>, fps: u32) -> bool {
+        if lock(&self.shared.outputs).iter().all(|o| o.video.is_none()) {
+            return false; // nobody to send to yet
+        }
         let stamp = (clock_ms() & 0xff_ffff) as u32;
-        let picture = match video {
-            Video::Pattern(p) => p.render(t.as_millis() as u64, stamp),
-            Video::File(f) => match f.next() {
-                Ok(frame) => {
+        let native = (self.settings.width, self.settings.height);
+        let want = |(w, h): (u32, u32)| hint.map_or((w, h), |h_| cover_size(w, h, h_.width, h_.height));
+        let Some(video) = self.video.as_mut() else { return false };
+        let picture: FrameRef<'_> = match video {
+            Video::Scene(s) => {
+                let (w, h) = want(native);
+                if (s.frame().width(), s.frame().height()) != (w as usize, h as usize) {
+                    match CameraScene::new(w as usize, h as usize, scene_color(&self.settings), &self.settings.name) {
+                        Ok(new) => *s = new,
+                        Err(e) => return warn_size(e, w, h),
+                    }
+                }
+                s.render(t.as_millis() as u64, stamp)
+            }
+            Video::Pattern(p) => {
+                let (w, h) = want(native);
+                if (p.frame().width(), p.frame().height()) != (w as usize, h as usize) {
+                    match TestPattern::new(w as usize, h as usize, scene_color(&self.settings), &self.settings.name) {
+                        Ok(new) => *p = new,
+                        Err(e) => return warn_size(e, w, h),
+                    }
+                }
+                p.render(t.as_millis() as u64, stamp)
+            }
+            Video::File(_) | Video::Live(_) => {
+                let frame = match video {
+                    Video::File(f) => match f.next() {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "video file");
+                            return false;
+                        }
+                    },
+                    Video::Live(l) => match l.take() {
+                        Some(frame) => frame,
+                        None => return false, // nothing new since the last tick
+                    },
+                    _ => return false,
+                };
+                let (w, h) = want((frame.width() as u32, frame.height() as u32));
+                if (w as usize, h as usize) == (frame.width(), frame.height()) {
                     write_stamp(frame, stamp);
                     frame.as_frame()
+                } else {
+                    if let Err(e) = self.scaler.scale_frame(&frame.as_frame(), &mut self.scaled, w as usize, h as usize)
+                    {
+                        tracing::warn!(error = %e, "cannot scale the picture");
+                        return false;
+                    }
+                    write_stamp(&mut self.scaled, stamp);
+                    self.scaled.as_frame()
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "video file");
-                    return false;
-                }
-            },
-            Video::Live(l) => match l.take() {
-                Some(frame) => {
-                    write_stamp(frame, stamp);
-                    frame.as_frame()
-                }
-                None => return false, // nothing new since the last tick
-            },
+            }
         };
         let size = (picture.width(), picture.height());
+        let bitrate = hint.map_or(self.settings.bitrate, |h| h.bitrate.min(self.settings.bitrate)).max(30_000);
+        let encoder = &mut self.encoder;
         if encoder.as_ref().is_none_or(|(_, s)| *s != size) {
-            match H264Encoder::new(H264Config::new(size.0 as u32, size.1 as u32, *fps, *bitrate)) {
+            let config = H264Config::new(size.0 as u32, size.1 as u32, self.settings.fps, bitrate);
+            match H264Encoder::new(config) {
                 Ok(e) => *encoder = Some((e, size)),
                 Err(e) => {
                     tracing::warn!(error = %e, width = size.0, height = size.1, "cannot encode this picture size");
@@ -365,21 +460,42 @@ impl Worker {
                 }
             }
         }
-        if *registered != Some(size) {
-            super::receive::register_local(peer, (size.0 as u32, size.1 as u32));
-            *registered = Some(size);
-        }
         let Some((encoder, _)) = encoder.as_mut() else { return false };
-        if keyframe.swap(false, Ordering::Relaxed) {
+        if let Err(e) = encoder.set_bitrate(bitrate).and_then(|_| encoder.set_fps(fps as f32)) {
+            tracing::debug!(error = %e, "rate change refused");
+        }
+        if self.shared.keyframe.swap(false, Ordering::Relaxed) {
             encoder.force_keyframe();
         }
-        match encoder.encode(&picture, t) {
-            Ok(Some(e)) => tx.try_send(Encoded { data: Bytes::copy_from_slice(e.data), duration }).is_ok(),
-            Ok(None) => false,
+        let data = match encoder.encode(&picture, t) {
+            Ok(Some(e)) => Bytes::copy_from_slice(e.data),
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(error = %e, "encode failed");
-                false
+                return false;
             }
+        };
+        let mut sent = false;
+        for o in lock(&self.shared.outputs).iter_mut() {
+            let Some(tx) = &o.video else { continue };
+            if o.registered != Some(size) {
+                register_local(&o.peer, (size.0 as u32, size.1 as u32));
+                o.registered = Some(size);
+            }
+            sent |= tx.try_send(Encoded { data: data.clone(), duration }).is_ok();
         }
+        sent
     }
+}
+
+fn scene_color(settings: &SendSettings) -> Rgb {
+    match settings.video {
+        VideoSource::Scene(c) | VideoSource::Pattern(c) => c,
+        _ => Rgb::new(128, 128, 128),
+    }
+}
+
+fn warn_size(e: crate::media::frame::FrameError, w: u32, h: u32) -> bool {
+    tracing::warn!(error = %e, width = w, height = h, "cannot make a picture of this size");
+    false
 }

@@ -146,3 +146,34 @@ mod tests {
         assert!(Rect { x: 0, y: 0, w: 4, h: 4 }.inset(2).is_empty());
     }
 }
+
+/// The size to scale a `src_w` x `src_h` picture down to so that it still
+/// covers a `box_w` x `box_h` box (keeping its aspect ratio): what a sender
+/// asked for a tile of that box needs to send. Never larger than the
+/// picture; even, and at least 16x16.
+pub fn cover_size(src_w: u32, src_h: u32, box_w: u32, box_h: u32) -> (u32, u32) {
+    if src_w == 0 || src_h == 0 {
+        return (src_w, src_h);
+    }
+    let scale = (box_w as f64 / src_w as f64).max(box_h as f64 / src_h as f64).min(1.0);
+    // Rounded up to even, so the box stays covered.
+    let even = |side: u32| (((side as f64 * scale).ceil() as u32 + 1) & !1).clamp(16, (side & !1).max(16));
+    (even(src_w), even(src_h))
+}
+
+#[cfg(test)]
+mod cover_tests {
+    use super::cover_size;
+
+    #[test]
+    fn covers_the_box_without_growing() {
+        // A 720p sender in a 320x180 tile sends 320x180.
+        assert_eq!(cover_size(1280, 720, 320, 180), (320, 180));
+        // A 4:3 sender covering a 16:9 tile keeps its width to the tile's.
+        assert_eq!(cover_size(640, 480, 320, 180), (320, 240));
+        // A box larger than the picture leaves it as it is.
+        assert_eq!(cover_size(640, 360, 1280, 720), (640, 360));
+        // Odd results are made even.
+        assert_eq!(cover_size(1280, 720, 427, 240), (428, 242));
+    }
+}

@@ -14,7 +14,7 @@ mod file;
 mod geometry;
 
 pub use file::{load_dir, LayoutError};
-pub use geometry::{fit_rect, Rect};
+pub use geometry::{cover_size, fit_rect, Rect};
 
 use crate::media::color::Rgb;
 use crate::media::frame::VideoFrame;

@@ -81,6 +81,11 @@ pub struct H264Encoder {
     encoder: Encoder,
     config: H264Config,
     out: Vec<u8>,
+    /// openh264 sets itself up on the first picture; options can only be
+    /// changed after that.
+    started: bool,
+    /// The frame rate openh264 itself was set up with.
+    planned_fps: f32,
 }
 
 impl H264Encoder {
@@ -112,12 +117,58 @@ impl H264Encoder {
             .num_threads(1);
         let encoder =
             Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| H264Error::Config(e.to_string()))?;
-        Ok(Self { encoder, config, out: Vec::with_capacity(64 * 1024) })
+        Ok(Self { encoder, config, out: Vec::with_capacity(64 * 1024), started: false, planned_fps: config.fps })
     }
 
-    /// The settings this encoder runs with.
-    pub fn config(&self) -> &H264Config {
-        &self.config
+    /// Changes the target bitrate from the next picture on, without a
+    /// keyframe (the rate control follows within a few frames).
+    pub fn set_bitrate(&mut self, bitrate: u32) -> Result<(), H264Error> {
+        let bitrate = bitrate.max(10_000);
+        if bitrate == self.config.bitrate {
+            return Ok(());
+        }
+        self.config.bitrate = bitrate;
+        self.apply_rate()
+    }
+
+    /// Changes how often pictures come, without a keyframe. openh264 resets
+    /// (and sends an IDR) when its own frame rate changes, and budgets each
+    /// picture at bitrate / frame rate; so its frame rate stays what it was
+    /// made with, and the bitrate it is given is scaled instead.
+    pub fn set_fps(&mut self, fps: f32) -> Result<(), H264Error> {
+        let fps = fps.clamp(1.0, 120.0);
+        if fps == self.config.fps {
+            return Ok(());
+        }
+        self.config.fps = fps;
+        self.apply_rate()
+    }
+
+    fn apply_rate(&mut self) -> Result<(), H264Error> {
+        if !self.started {
+            let planned = H264Config { bitrate: self.config.bitrate, fps: self.config.fps, ..self.config };
+            let rebuilt = Self::new(planned)?;
+            self.encoder = rebuilt.encoder;
+            self.planned_fps = planned.fps;
+            return Ok(());
+        }
+        let scaled = self.config.bitrate as f64 * self.planned_fps as f64 / self.config.fps as f64;
+        let mut info = openh264_sys2::SBitrateInfo {
+            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+            iBitrate: scaled.min(i32::MAX as f64) as i32,
+        };
+        // SAFETY: the encoder is initialised (it has encoded a picture), and
+        // ENCODER_OPTION_BITRATE reads one SBitrateInfo, which lives on this
+        // stack frame for the whole call.
+        let rc = unsafe {
+            self.encoder
+                .raw_api()
+                .set_option(openh264_sys2::ENCODER_OPTION_BITRATE, std::ptr::addr_of_mut!(info).cast())
+        };
+        if rc != 0 {
+            return Err(H264Error::Config(format!("openh264 refused bitrate {scaled:.0} (code {rc})")));
+        }
+        Ok(())
     }
 
     /// Makes the next encoded frame an IDR.
@@ -139,6 +190,7 @@ impl H264Encoder {
         }
         let ts = Timestamp::from_millis(pts.as_millis().min(u64::MAX as u128) as u64);
         let bitstream = self.encoder.encode_at(frame, ts).map_err(|e| H264Error::Encode(e.to_string()))?;
+        self.started = true;
         let kind = bitstream.frame_type();
         self.out.clear();
         bitstream.write_vec(&mut self.out);
@@ -239,6 +291,21 @@ fn find_start_code_pos(data: &[u8]) -> Option<usize> {
 /// The NAL unit type (low five bits of the header byte).
 pub fn nal_type(nal: &[u8]) -> Option<u8> {
     nal.first().map(|b| b & 0x1f)
+}
+
+/// The picture size an access unit's sequence parameter set announces:
+/// `None` if it carries no SPS, an error if the SPS cannot be read.
+pub fn sps_size(annex_b: &[u8]) -> Option<Result<(u32, u32), H264Error>> {
+    use h264_reader::nal::sps::SeqParameterSet;
+    use h264_reader::rbsp::{decode_nal, BitReader};
+    let nal = nal_units(annex_b).find(|n| nal_type(n) == Some(7))?;
+    let bad = |e: String| H264Error::Decode(format!("unreadable SPS: {e}"));
+    Some((|| {
+        // The header byte is skipped, emulation prevention removed.
+        let rbsp = decode_nal(nal).map_err(|e| bad(e.to_string()))?;
+        let sps = SeqParameterSet::from_bits(BitReader::new(&*rbsp)).map_err(|e| bad(format!("{e:?}")))?;
+        sps.pixel_dimensions().map_err(|e| bad(format!("{e:?}")))
+    })())
 }
 
 /// Whether an access unit holds an IDR slice (type 5).

@@ -7,6 +7,7 @@
 
 pub mod heard;
 pub mod keyframe;
+pub mod layers;
 pub mod receive;
 pub mod sdp;
 

@@ -24,13 +24,34 @@ pub struct VideoReadStats {
     pub plis: u64,
 }
 
+/// Where a reader's access units go: a decoder thread, or (for a load
+/// generator's receivers that only count) a counter.
+pub trait UnitSink {
+    /// Takes an access unit without blocking.
+    fn push(&self, unit: Vec<u8>) -> Queue;
+    /// Whether the sink needs a keyframe (and clears the flag).
+    fn take_keyframe_need(&self) -> bool {
+        false
+    }
+}
+
+impl UnitSink for VideoDecoder {
+    fn push(&self, unit: Vec<u8>) -> Queue {
+        VideoDecoder::push(self, unit)
+    }
+
+    fn take_keyframe_need(&self) -> bool {
+        self.keyframe_needed.swap(false, Ordering::Relaxed)
+    }
+}
+
 /// Reads H.264 RTP from `track` until it ends: access units go to
 /// `decoder`; a PLI goes back (at most every [`PLI_INTERVAL`]) while a
 /// keyframe is needed (at the start, after loss, after a decode error or
 /// when the decoder fell behind). `on_packet` sees every packet's size.
 pub async fn read_h264(
     track: Arc<dyn TrackRemote>,
-    decoder: VideoDecoder,
+    decoder: impl UnitSink,
     mut on_packet: impl FnMut(usize),
 ) -> VideoReadStats {
     let mut stats = VideoReadStats::default();
@@ -47,7 +68,7 @@ pub async fn read_h264(
         };
         on_packet(p.payload.len());
         stats.bytes += p.payload.len() as u64;
-        let mut need_keyframe = decoder.keyframe_needed.swap(false, Ordering::Relaxed);
+        let mut need_keyframe = decoder.take_keyframe_need();
         for out in
             assembler.push(p.header.sequence_number, p.header.timestamp, p.header.marker, p.payload, start.elapsed())
         {

@@ -7,6 +7,7 @@
 //! media threads follow) come out of [`Room::poll_output`]. No I/O, no
 //! clock, no locks: the server's room task owns one and wires it up.
 
+pub mod hints;
 mod view;
 
 pub use view::ViewKey;
@@ -14,7 +15,7 @@ pub use view::ViewKey;
 use crate::layout::Layout;
 use crate::media::level::SpeakerDetector;
 use crate::signaling::protocol::{
-    CanvasState, Control, ControlMessage, ErrorCode, ParticipantState, ProtocolError, RoomState, ViewRequest,
+    CanvasState, Control, ControlMessage, ErrorCode, ParticipantState, ProtocolError, RoomState, SendHint, ViewRequest,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -87,6 +88,9 @@ pub struct RoomConfig {
     /// Least time between two state publications caused only by
     /// who-is-speaking changes.
     pub state_interval: Duration,
+    /// Bitrate asked of a sender shown at 1280x720 and 30 fps (smaller
+    /// tiles are asked for less: see [`hints::bitrate_for`]).
+    pub ingest_bitrate: u32,
 }
 
 impl Default for RoomConfig {
@@ -96,6 +100,7 @@ impl Default for RoomConfig {
             video_bitrate: 1_500_000,
             speaker_hold: Duration::from_millis(1500),
             state_interval: Duration::from_millis(250),
+            ingest_bitrate: 1_500_000,
         }
     }
 }
@@ -165,6 +170,13 @@ pub enum Output {
         /// Muted now.
         muted: bool,
     },
+    /// Tell a sender what to send (tile-sized ingest).
+    SendHint {
+        /// Who.
+        peer: String,
+        /// What.
+        hint: SendHint,
+    },
     /// Nobody is left: close the room (and clear its retained state).
     Empty,
 }
@@ -201,6 +213,7 @@ pub struct Room {
     state_due: bool,
     last_state: Option<Duration>,
     now: Duration,
+    hints: hints::Debouncer,
 }
 
 impl Room {
@@ -220,6 +233,7 @@ impl Room {
             state_due: false,
             last_state: None,
             now: Duration::ZERO,
+            hints: hints::Debouncer::new(),
         }
     }
 
@@ -385,6 +399,7 @@ impl Room {
         if self.detector.update(now, fed).is_some() {
             self.outputs.push_back(Output::Scene(self.scene()));
             self.state_due = true;
+            self.refresh_hints();
         }
         let speaking: Vec<u64> =
             self.members.iter().map(|m| m.id).filter(|&id| self.detector.is_speaking(id)).collect();
@@ -399,6 +414,9 @@ impl Room {
     pub fn tick(&mut self, now: Duration) {
         self.now = now;
         self.flush_state();
+        if self.hints.pending() {
+            self.refresh_hints();
+        }
     }
 
     /// Everyone leaves (server shutdown).
@@ -475,6 +493,33 @@ impl Room {
         self.state_due = true;
         self.last_state = None; // not throttled
         self.flush_state();
+        self.refresh_hints();
+    }
+
+    /// The send hints the views call for now, by media id.
+    pub fn wanted_hints(&self) -> BTreeMap<u64, SendHint> {
+        let views = self.views();
+        let shapes: Vec<hints::ViewShape<'_>> = views
+            .keys()
+            .filter_map(|k| {
+                let layout = self.layouts.get(&k.layout)?;
+                Some(hints::ViewShape { layout, width: k.width, height: k.height, fps: k.fps })
+            })
+            .collect();
+        let tiles: Vec<u64> = self.members.iter().filter(|m| m.role.is_tile() && m.video).map(|m| m.id).collect();
+        let all: Vec<u64> = self.members.iter().filter(|m| m.role.is_tile()).map(|m| m.id).collect();
+        let wanted = hints::wanted(&shapes, &all, self.detector.speaker(), self.config.ingest_bitrate);
+        wanted.into_iter().filter(|(id, _)| tiles.contains(id)).collect()
+    }
+
+    /// Tells senders about hints that are due.
+    fn refresh_hints(&mut self) {
+        let wanted = self.wanted_hints();
+        for (id, hint) in self.hints.update(self.now, &wanted) {
+            if let Some(m) = self.members.iter().find(|m| m.id == id) {
+                self.outputs.push_back(Output::SendHint { peer: m.peer.clone(), hint });
+            }
+        }
     }
 
     fn flush_state(&mut self) {

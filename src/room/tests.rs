@@ -205,3 +205,65 @@ fn a_departing_member_frees_its_place() {
     r.leave(T, "b", Leave::Requested);
     r.join(T, join("d", Role::Participant)).unwrap();
 }
+
+#[test]
+fn senders_are_told_their_tile_size_and_speaker_changes_do_not_flap() {
+    let mut r = room(16);
+    r.join(T, join("tv", Role::Viewer)).unwrap();
+    for p in ["a", "b", "c", "d", "e"] {
+        r.join(T, join(p, Role::Participant)).unwrap();
+    }
+    let hints = |out: &[Output]| -> Vec<(String, SendHint)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::SendHint { peer, hint } => Some((peer.clone(), *hint)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut told = hints(&drain(&mut r));
+    // Each was told at once when it joined (the first alone, full size);
+    // the smaller boxes of a fuller room follow after SHRINK_AFTER.
+    r.tick(T + hints::SHRINK_AFTER);
+    told.extend(hints(&drain(&mut r)));
+    // Every sender heard; the viewer, who sends nothing, did not. With five
+    // tiles in a 3x2 grid of 1280x720 each box is at most 1280/3 wide.
+    let last_for = |peer: &str| told.iter().rev().find(|(p, _)| p == peer).map(|(_, h)| *h);
+    for p in ["a", "b", "c", "d", "e"] {
+        let h = last_for(p).unwrap_or_else(|| panic!("{p} not told"));
+        assert!(h.width <= 428 && h.height <= 360, "{p}: {h:?}");
+    }
+    assert!(last_for("tv").is_none());
+    // The speaker layout: the speaker's box grows, after GROW_AFTER.
+    r.control(T, ControlMessage { from: None, command: Control::Layout("speaker".into()) });
+    drain(&mut r);
+    let mut t = T + hints::SHRINK_AFTER;
+    let speak = |r: &mut Room, t: &mut Duration, who: &str, secs: u64| -> Vec<(Duration, String, SendHint)> {
+        let mut seen = Vec::new();
+        for _ in 0..secs * 50 {
+            *t += Duration::from_millis(20);
+            let levels: Vec<(u64, u8)> =
+                r.members().iter().map(|m| (m.id, if m.peer == who { 20 } else { 127 })).collect();
+            r.levels(*t, &levels);
+            r.tick(*t);
+            seen.extend(hints(&drain(r)).into_iter().map(|(p, h)| (*t, p, h)));
+        }
+        seen
+    };
+    // a holds the floor: its box is the big one.
+    let first = speak(&mut r, &mut t, "a", 5);
+    assert!(first.iter().any(|(_, p, h)| p == "a" && h.width > 640), "{first:?}");
+    assert_eq!(r.state().speaker.as_deref(), Some("a"));
+    // c takes over: c is asked for more soon after it takes the floor; a
+    // is asked for less only once that has held for SHRINK_AFTER.
+    let from = t;
+    let then = speak(&mut r, &mut t, "c", 8);
+    let c_big = then.iter().find(|(_, p, h)| p == "c" && h.width > 640).map(|x| x.0).expect("c never asked for more");
+    let a_small =
+        then.iter().find(|(_, p, h)| p == "a" && h.width <= 640).map(|x| x.0).expect("a never asked for less");
+    assert!(c_big - from >= hints::GROW_AFTER, "c grew {:?} after it began", c_big - from);
+    assert!(a_small - c_big >= hints::SHRINK_AFTER - hints::GROW_AFTER, "a shrank at {a_small:?}, c grew at {c_big:?}");
+    // Nobody was told twice the same thing, nor flapped.
+    let a_told = then.iter().filter(|(_, p, _)| p == "a").count();
+    assert_eq!(a_told, 1, "{then:?}");
+}

@@ -11,6 +11,7 @@ pub mod memory;
 mod rate;
 pub mod room_task;
 pub mod session;
+mod video_in;
 
 use crate::config::{Broker, ServerConfig};
 use crate::layout::Layout;

@@ -75,6 +75,8 @@ pub enum SessionEvent {
     VideoStarted,
     /// The member asked for a keyframe of its view.
     KeyframeRequest,
+    /// The member's video is refused (it stays in the room).
+    VideoRefused(ProtocolError),
     /// The connection is gone.
     Lost(String),
 }
@@ -145,6 +147,7 @@ impl RoomTask {
             max_participants: shared.config.max_participants,
             video_bitrate: shared.config.video_bitrate,
             speaker_hold: shared.config.speaker_hold,
+            ingest_bitrate: shared.config.ingest_bitrate,
             ..RoomConfig::default()
         };
         let room = Room::new(id, layout.clone(), shared.layouts.clone(), config);
@@ -324,6 +327,10 @@ impl RoomTask {
                         }
                     }
                     SessionEvent::VideoStarted => tracing::debug!(peer = %peer, "video started"),
+                    SessionEvent::VideoRefused(error) => {
+                        let outbox = self.outbox(&peer);
+                        self.send(&outbox, error.into()).await;
+                    }
                     SessionEvent::KeyframeRequest => {
                         if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
                             view.request_keyframe();
@@ -388,6 +395,7 @@ impl RoomTask {
             link: self.shared.link.clone(),
             outbox: outbox.clone(),
             room_tx: self.inbox_tx.clone(),
+            ingest_limit: self.shared.config.max_ingest,
         });
         if info.audio.sends {
             self.audio.add_input(id, session.audio_input.clone());
@@ -425,6 +433,17 @@ impl RoomTask {
                 Output::Scene(scene) => self.set_scene(scene),
                 Output::Views(views) => self.set_views(views),
                 Output::Mute { id, muted } => self.audio.mute(id, muted),
+                Output::SendHint { peer, hint } => {
+                    if let Some(m) = self.members.get(&peer) {
+                        m.session.set_need(Some((hint.width, hint.height)));
+                    }
+                    // The seed app knows no such message.
+                    let outbox = self.outbox(&peer);
+                    if matches!(outbox, Outbox::Native { .. }) {
+                        tracing::debug!(peer = %peer, ?hint, "send hint");
+                        self.send(&outbox, ServerMessage::Send(hint)).await;
+                    }
+                }
                 Output::Empty => {
                     // Clear the retained state; the dispatcher removes idle rooms.
                     let topic = self.shared.topics.state(self.room.id());

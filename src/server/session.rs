@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -69,6 +69,9 @@ pub struct SessionHandle {
     pub rtcp: Arc<RtcpHeard>,
     /// When the session started.
     pub started: Instant,
+    /// The size the member is shown at, at most (its video reader picks
+    /// the simulcast layer from it).
+    need: watch::Sender<Option<(u32, u32)>>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -82,6 +85,11 @@ impl SessionHandle {
     pub fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_media.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Tells the video reader the size the member is shown at.
+    pub fn set_need(&self, need: Option<(u32, u32)>) {
+        self.need.send_if_modified(|n| std::mem::replace(n, need) != need);
     }
 
     /// Time since RTCP last arrived (or since the start, if never).
@@ -120,6 +128,8 @@ pub struct SessionStart {
     pub outbox: Outbox,
     /// Back to the room task.
     pub room_tx: mpsc::Sender<RoomEvent>,
+    /// Largest picture decoded from the member (either orientation).
+    pub ingest_limit: (u32, u32),
 }
 
 /// Starts a session task and returns its handle.
@@ -127,6 +137,7 @@ pub fn start(s: SessionStart) -> SessionHandle {
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let (video_tx, video_rx) = mpsc::channel(VIDEO_QUEUE);
     let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
+    let (need, need_rx) = watch::channel(None);
     let handle = SessionHandle {
         generation: s.generation,
         id: s.id,
@@ -138,6 +149,7 @@ pub fn start(s: SessionStart) -> SessionHandle {
         last_media: Arc::new(AtomicU64::new(0)),
         rtcp: Arc::new(RtcpHeard::new(Instant::now())),
         started: Instant::now(),
+        need,
         commands,
     };
     let ctx = Ctx {
@@ -146,6 +158,7 @@ pub fn start(s: SessionStart) -> SessionHandle {
         last_media: handle.last_media.clone(),
         rtcp: handle.rtcp.clone(),
         started: handle.started,
+        need: need_rx,
     };
     let span = tracing::info_span!("session", room = %s.room, peer = %s.peer, gen = s.generation);
     tokio::spawn(run(s, ctx, commands_rx, video_rx, audio_rx).instrument(span));
@@ -159,6 +172,7 @@ struct Ctx {
     last_media: Arc<AtomicU64>,
     rtcp: Arc<RtcpHeard>,
     started: Instant,
+    need: watch::Receiver<Option<(u32, u32)>>,
 }
 
 impl Ctx {
@@ -252,7 +266,7 @@ async fn run(
                     }
                 }
                 Some(PeerEvent::Track(track)) => {
-                    tasks.push(tokio::spawn(read_track(track, ctx.clone(), s.room_tx.clone(), s.peer.clone(), s.generation).in_current_span()));
+                    tasks.push(tokio::spawn(read_track(track, ctx.clone(), s.room_tx.clone(), s.peer.clone(), s.generation, s.ingest_limit).in_current_span()));
                 }
                 None => break,
             },
@@ -414,6 +428,7 @@ async fn read_track(
     room_tx: mpsc::Sender<RoomEvent>,
     peer: String,
     generation: u64,
+    limit: (u32, u32),
 ) {
     match track.kind().await {
         RtpCodecKind::Video => {
@@ -421,9 +436,11 @@ async fn read_track(
                 Ok(d) => d,
                 Err(e) => return tracing::warn!(error = %e, "cannot start decoder thread"),
             };
-            let _ = room_tx.send(RoomEvent::Session { peer, generation, event: SessionEvent::VideoStarted }).await;
-            let stats = receive::read_h264(track, decoder, |_| ctx.touch()).await;
-            tracing::debug!(?stats, "video track ended");
+            let ev = RoomEvent::Session { peer: peer.clone(), generation, event: SessionEvent::VideoStarted };
+            let _ = room_tx.send(ev).await;
+            let events = VideoSide { ctx: ctx.clone(), room_tx, peer, generation };
+            super::video_in::read_video(track, decoder, limit, ctx.need.clone(), events).await;
+            tracing::debug!("video track ended");
         }
         RtpCodecKind::Audio => {
             receive::read_opus(track, |seq, payload| {
@@ -433,5 +450,37 @@ async fn read_track(
             .await
         }
         _ => {}
+    }
+}
+
+/// What the video reader reports, turned into session life and room events.
+struct VideoSide {
+    ctx: Ctx,
+    room_tx: mpsc::Sender<RoomEvent>,
+    peer: String,
+    generation: u64,
+}
+
+impl super::video_in::VideoEvents for VideoSide {
+    fn packet(&mut self, _bytes: usize) {
+        self.ctx.touch();
+    }
+
+    fn refused(&mut self, width: u32, height: u32, limit: (u32, u32)) {
+        tracing::info!(width, height, "video above the ingest limit: not decoded");
+        let error = ProtocolError::new(
+            ErrorCode::VideoTooLarge,
+            format!(
+                "your video is {width}x{height}; this server decodes at most {}x{}: send less (it is not shown)",
+                limit.0, limit.1
+            ),
+        );
+        let event = SessionEvent::VideoRefused(error);
+        let _ =
+            self.room_tx.try_send(RoomEvent::Session { peer: self.peer.clone(), generation: self.generation, event });
+    }
+
+    fn layer(&mut self, rid: Option<&str>, size: Option<(u32, u32)>) {
+        tracing::debug!(?rid, ?size, "decoding layer");
     }
 }

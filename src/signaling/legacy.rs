@@ -42,6 +42,8 @@ impl Outbox {
                     ),
                     ServerMessage::Error { code, message } => ("error", json!({"code": code, "message": message})),
                     ServerMessage::Bye { reason } => ("bye", json!({"reason": reason})),
+                    // The seed app knows no such message; it gets the full stream.
+                    ServerMessage::Send(hint) => ("send", json!(hint)),
                 };
                 let payload = json!({"command": "signal", "clientid": server, "to": peer, "type": kind, "data": data});
                 (topic.clone(), serde_json::to_vec(&payload).unwrap_or_default())

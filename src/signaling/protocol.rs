@@ -44,6 +44,8 @@ pub enum ErrorCode {
     UnknownPeer,
     /// A candidate could not be applied.
     BadCandidate,
+    /// The sender's video is larger than the server decodes.
+    VideoTooLarge,
     /// The server failed; not the client's fault.
     Internal,
 }
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::UnknownLayout => "unknown-layout",
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::BadCandidate => "bad-candidate",
+            ErrorCode::VideoTooLarge => "video-too-large",
             ErrorCode::Internal => "internal",
         }
     }
@@ -437,6 +440,25 @@ pub enum ServerMessage {
         /// Why.
         reason: String,
     },
+    /// What the sender should send: the largest size and frame rate at
+    /// which any view shows it, and a bitrate that suits them.
+    Send(SendHint),
+}
+
+/// `{"type":"send","width":320,"height":180,"fps":30,"bitrate":200000}`:
+/// scale your picture down until it just covers `width` x `height` (keep
+/// its aspect ratio, never scale up), send at most `fps` frames a second
+/// and at most `bitrate` bits a second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendHint {
+    /// Width of the largest box the sender is shown in.
+    pub width: u32,
+    /// Height of that box.
+    pub height: u32,
+    /// Highest frame rate of a view that shows it.
+    pub fps: u32,
+    /// Bits a second that suit that size and rate.
+    pub bitrate: u32,
 }
 
 impl ServerMessage {

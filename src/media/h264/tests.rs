@@ -124,3 +124,58 @@ fn annex_b_splits_into_nal_units() {
     assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
     assert_eq!(nal_units(&[]).count(), 0);
 }
+
+#[test]
+fn bitrate_and_frame_rate_change_live_without_a_keyframe() {
+    use crate::media::scene::CameraScene;
+    let mut scene = CameraScene::new(320, 240, palette(4), "x").unwrap();
+    // No periodic keyframe, so any keyframe would be the change's doing.
+    let config = H264Config { keyframe_interval: 0, ..H264Config::new(320, 240, 15, 600_000) };
+    let mut enc = H264Encoder::new(config).unwrap();
+    let mut clock = 0u64;
+    let mut spent = |enc: &mut H264Encoder, frames: u64, step_ms: u64| {
+        let (mut bytes, mut keyframes) = (0usize, 0);
+        for _ in 0..frames {
+            let t = Duration::from_millis(clock);
+            clock += step_ms;
+            let f = scene.render(t.as_millis() as u64, 0);
+            if let Some(e) = enc.encode(&f, t).unwrap() {
+                bytes += e.data.len();
+                keyframes += usize::from(e.keyframe);
+            }
+        }
+        (bytes as f64 * 8.0 / (frames * step_ms) as f64, keyframes)
+    };
+    let (high, _) = spent(&mut enc, 45, 66);
+    enc.set_bitrate(150_000).unwrap();
+    let (_, settle_keys) = spent(&mut enc, 15, 66);
+    let (low, low_keys) = spent(&mut enc, 45, 66);
+    assert!(high > 450.0, "{high:.0} kbps at 600");
+    assert!(low < 200.0 && low > 80.0, "{low:.0} kbps after asking for 150");
+    assert_eq!(settle_keys + low_keys, 0, "a bitrate change must not force a keyframe");
+    // Half the frame rate at the same bitrate: the bitrate holds.
+    enc.set_fps(7.5).unwrap();
+    let (slow, slow_keys) = spent(&mut enc, 30, 133);
+    assert!(slow > 100.0 && slow < 200.0, "{slow:.0} kbps at 7.5 fps, asking for 150");
+    assert_eq!(slow_keys, 0, "a frame rate change must not force a keyframe");
+}
+
+#[test]
+fn the_sps_tells_the_picture_size_before_decoding() {
+    for (w, h) in [(320u32, 240u32), (1280, 720), (642, 362)] {
+        let (units, _) = encode_pattern(w, h, 2, 300_000);
+        let (first, _) = &units[0];
+        assert_eq!(sps_size(first).unwrap().unwrap(), (w, h));
+        // P frames carry no SPS.
+        assert!(sps_size(&units[1].0).is_none());
+    }
+    // A damaged SPS is an error, not a panic.
+    let (units, _) = encode_pattern(320, 240, 1, 300_000);
+    let sps_start = units[0].0.windows(4).position(|w| w == [0, 0, 1, 0x67]).unwrap() + 3;
+    for cut in 1..12 {
+        let mut damaged = units[0].0[..sps_start + cut].to_vec();
+        damaged.extend_from_slice(&[0, 0, 1, 0x68, 0xff]);
+        let _ = sps_size(&damaged);
+    }
+    assert!(sps_size(&[0, 0, 1, 0x67, 0xff, 0xff, 0xff, 0xff]).unwrap().is_err());
+}

@@ -116,6 +116,9 @@ pub enum ScaleError {
     /// fast_image_resize refused the geometry.
     #[error("resize failed: {0}")]
     Fir(String),
+    /// The destination size is not a usable picture size.
+    #[error(transparent)]
+    Size(#[from] super::frame::FrameError),
 }
 
 /// Reusable scaler: owns the scratch buffers every path needs, so a
@@ -179,6 +182,23 @@ impl Scaler {
         }
         self.fir.scale(src, dst, filter)?;
         Ok(ScalePath::Fir)
+    }
+
+    /// Scales a whole picture into `dst`, reshaped to `width` x `height`
+    /// (bilinear; its buffer is reused).
+    pub fn scale_frame(
+        &mut self,
+        src: &super::frame::FrameRef<'_>,
+        dst: &mut super::frame::VideoFrame,
+        width: usize,
+        height: usize,
+    ) -> Result<(), ScaleError> {
+        dst.reshape(width, height)?;
+        let [mut y, mut u, mut v] = dst.planes_mut();
+        self.scale(&src.y, &mut y, Filter::Bilinear)?;
+        self.scale(&src.u, &mut u, Filter::Bilinear)?;
+        self.scale(&src.v, &mut v, Filter::Bilinear)?;
+        Ok(())
     }
 }
 
