@@ -1,15 +1,26 @@
 //! Compositor speed: N distinct inputs tiled into one canvas, against the
-//! memory floor of reading those inputs and writing that canvas, measured
-//! in the same run. Run: `cargo bench --bench compositor`.
+//! memory floor of reading those inputs and writing that canvas and
+//! against libyuv's `I420Scale` doing the same tiling, all measured in the
+//! same run. Run: `cargo bench --bench compositor`.
+//!
+//! This machine's speed drifts by tens of percent within minutes, so the
+//! `paired` group also runs ours, the floor and libyuv in turns, sample
+//! after sample, and reports their ratios (written to
+//! `target/criterion/compositor-paired.json` for `scripts/bench-report.py`).
+//!
+//! libyuv is loaded at run time from the system (`libyuv.so.0`; Debian:
+//! `apt install libyuv0`, or `libyuv-dev`); without it the libyuv rows are
+//! skipped, and the bench says so.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera::layout::Layout;
-use tessera::media::compositor::{Compositor, Source};
+use tessera::layout::{fit_rect, Fit, Layout, Rect};
+use tessera::media::compositor::{placements, Compositor, Source};
 use tessera::media::frame::VideoFrame;
-use tessera::media::pattern::{palette, TestPattern};
+use tessera::media::pattern::palette;
+use tessera::media::scene::CameraScene;
 
 /// The grid shapes the issue measures (1x1, 2x2, 3x3, 4x4), labels off so
 /// only scaling is timed, cover fit (every tile fully painted).
@@ -35,14 +46,155 @@ participants = 16
 grid = { columns = 4, rows = 4 }
 "#;
 
+/// N distinct camera-like pictures. Flat test patterns would flatter
+/// every row here: the kernel merges their identical pages, so they are
+/// read from cache that real pictures never share.
 fn inputs(n: usize, w: usize, h: usize) -> Vec<VideoFrame> {
     (0..n)
         .map(|i| {
-            let mut p = TestPattern::new(w, h, palette(i), &format!("input {i}")).unwrap();
-            p.render(i as u64 * 137, i as u32);
-            p.frame().clone()
+            let mut s = CameraScene::new(w, h, palette(i), &format!("input {i}")).unwrap();
+            s.render(i as u64 * 137, i as u32);
+            s.frame().clone()
         })
         .collect()
+}
+
+/// libyuv's `I420Scale`, from the system library if it is there.
+mod libyuv {
+    use std::ffi::{c_int, c_void};
+
+    type I420Scale = unsafe extern "C" fn(
+        *const u8,
+        c_int,
+        *const u8,
+        c_int,
+        *const u8,
+        c_int,
+        c_int,
+        c_int,
+        *mut u8,
+        c_int,
+        *mut u8,
+        c_int,
+        *mut u8,
+        c_int,
+        c_int,
+        c_int,
+        c_int,
+    ) -> c_int;
+
+    /// libyuv's `FilterMode` values.
+    pub const BILINEAR: i32 = 2;
+    pub const BOX: i32 = 3;
+
+    pub struct Libyuv {
+        scale: I420Scale,
+    }
+
+    /// A rectangle as (x, y, w, h), even.
+    pub type Area = (usize, usize, usize, usize);
+
+    impl Libyuv {
+        pub fn load() -> Option<Self> {
+            for name in [c"libyuv.so.0", c"libyuv.so"] {
+                // SAFETY: dlopen/dlsym with NUL-terminated names; the handle
+                // is never closed, so the symbol stays valid for the process;
+                // I420Scale has this C signature in every libyuv release.
+                unsafe {
+                    let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW);
+                    if handle.is_null() {
+                        continue;
+                    }
+                    let sym: *mut c_void = libc::dlsym(handle, c"I420Scale".as_ptr());
+                    if !sym.is_null() {
+                        return Some(Self { scale: std::mem::transmute::<*mut c_void, I420Scale>(sym) });
+                    }
+                }
+            }
+            None
+        }
+
+        /// Scales the `crop` of a packed I420 picture `sw` x `sh` into the
+        /// `dst` rectangle of a packed I420 canvas `cw` x `ch`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn scale(
+            &self,
+            src: &[u8],
+            (sw, sh): (usize, usize),
+            crop: Area,
+            canvas: &mut [u8],
+            (cw, ch): (usize, usize),
+            dst: Area,
+            filter: i32,
+        ) {
+            let (sy, su) = (sw * sh, sw * sh / 4);
+            let (cy, cu) = (cw * ch, cw * ch / 4);
+            let (x, y, w, h) = crop;
+            let (dx, dy, dw, dh) = dst;
+            assert!(src.len() >= sy + 2 * su && canvas.len() >= cy + 2 * cu);
+            assert!(x + w <= sw && y + h <= sh && dx + dw <= cw && dy + dh <= ch);
+            assert!([x, y, w, h, dx, dy, dw, dh].iter().all(|v| v % 2 == 0));
+            // SAFETY: every plane pointer and extent was checked against its
+            // buffer just above; libyuv reads within the source crop and
+            // writes within the destination rectangle.
+            unsafe {
+                let s = src.as_ptr();
+                let d = canvas.as_mut_ptr();
+                (self.scale)(
+                    s.add(y * sw + x),
+                    sw as c_int,
+                    s.add(sy + (y / 2) * (sw / 2) + x / 2),
+                    (sw / 2) as c_int,
+                    s.add(sy + su + (y / 2) * (sw / 2) + x / 2),
+                    (sw / 2) as c_int,
+                    w as c_int,
+                    h as c_int,
+                    d.add(dy * cw + dx),
+                    cw as c_int,
+                    d.add(cy + (dy / 2) * (cw / 2) + dx / 2),
+                    (cw / 2) as c_int,
+                    d.add(cy + cu + (dy / 2) * (cw / 2) + dx / 2),
+                    (cw / 2) as c_int,
+                    dw as c_int,
+                    dh as c_int,
+                    filter,
+                );
+            }
+        }
+    }
+}
+
+/// What libyuv is asked to do for one grid: each input's cover crop into
+/// its tile, as the compositor places it.
+fn libyuv_jobs(
+    layout: &Layout,
+    tiles: usize,
+    (cw, ch): (u32, u32),
+    (iw, ih): (usize, usize),
+) -> Vec<(usize, libyuv::Area, libyuv::Area)> {
+    let ids: Vec<u64> = (0..tiles as u64).collect();
+    let area = |r: Rect| (r.x as usize, r.y as usize, r.w as usize, r.h as usize);
+    placements(layout, &ids, None, cw, ch)
+        .into_iter()
+        .map(|p| {
+            let (dst, crop) = fit_rect(p.inner, iw as u32, ih as u32, p.fit == Fit::Contain);
+            (p.id as usize, area(crop), area(dst))
+        })
+        .collect()
+}
+
+fn run_libyuv(
+    yuv: &libyuv::Libyuv,
+    jobs: &[(usize, libyuv::Area, libyuv::Area)],
+    frames: &[VideoFrame],
+    input: (usize, usize),
+    canvas: &mut [u8],
+    size: (usize, usize),
+    filter: i32,
+) {
+    for (i, crop, dst) in jobs {
+        yuv.scale(frames[*i].as_bytes(), input, *crop, canvas, size, *dst, filter);
+    }
 }
 
 /// Reads `read` bytes from the inputs and writes `canvas.len()` bytes, as
@@ -67,6 +219,10 @@ fn floor(frames: &[VideoFrame], canvas: &mut [u8]) -> u64 {
 fn bench(c: &mut Criterion) {
     let layout = Arc::new(Layout::parse(GRID, "bench-grid.toml").unwrap());
     let names: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
+    let libyuv = libyuv::Libyuv::load();
+    if libyuv.is_none() {
+        eprintln!("compositor bench: libyuv.so.0 not found (apt install libyuv0): the libyuv rows are skipped");
+    }
     let mut group = c.benchmark_group("compositor");
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
@@ -109,6 +265,19 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(BenchmarkId::new("floor", &id), |b| {
                     b.iter(|| black_box(floor(&frames, &mut canvas)))
                 });
+
+                if let Some(yuv) = &libyuv {
+                    let jobs = libyuv_jobs(&layout, tiles, (cw, ch), (iw, ih));
+                    let size = (cw as usize, ch as usize);
+                    for (name, filter) in [("libyuv-bilinear", libyuv::BILINEAR), ("libyuv-box", libyuv::BOX)] {
+                        group.bench_function(BenchmarkId::new(name, &id), |b| {
+                            b.iter(|| {
+                                run_libyuv(yuv, &jobs, &frames, (iw, ih), &mut canvas, size, filter);
+                                black_box(&canvas);
+                            })
+                        });
+                    }
+                }
             }
         }
     }
@@ -142,5 +311,78 @@ fn upscale(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, upscale);
+/// Ours, the floor and libyuv (bilinear, box) on 720p inputs into a 720p
+/// canvas, run in turns so the machine's drift hits all alike: medians of
+/// 60 rounds and the ratios between them.
+fn paired(_c: &mut Criterion) {
+    let layout = Arc::new(Layout::parse(GRID, "bench-grid.toml").unwrap());
+    let Some(yuv) = libyuv::Libyuv::load() else {
+        eprintln!("paired: libyuv.so.0 not found (apt install libyuv0): skipped");
+        return;
+    };
+    let names: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
+    let (cw, ch) = (1280u32, 720u32);
+    let (iw, ih) = (1280usize, 720usize);
+    let mut report = serde_json::Map::new();
+    for tiles in [4usize, 9, 16] {
+        let frames = inputs(tiles, iw, ih);
+        let jobs = libyuv_jobs(&layout, tiles, (cw, ch), (iw, ih));
+        let mut comp = Compositor::new(cw, ch).unwrap();
+        let mut canvas = vec![0u8; (cw * ch * 3 / 2) as usize];
+        let size = (cw as usize, ch as usize);
+        let mut generation = 0u64;
+        let mut times: [Vec<f64>; 4] = Default::default();
+        for round in 0..65 {
+            for (k, t) in times.iter_mut().enumerate() {
+                let start = std::time::Instant::now();
+                for _ in 0..4 {
+                    match k {
+                        0 => {
+                            generation += 1;
+                            let sources: Vec<Source<'_>> = frames
+                                .iter()
+                                .zip(&names)
+                                .enumerate()
+                                .map(|(i, (f, name))| Source {
+                                    id: i as u64,
+                                    name,
+                                    frame: Some(f.as_frame()),
+                                    generation,
+                                })
+                                .collect();
+                            black_box(comp.render(&layout, &sources, None));
+                        }
+                        1 => {
+                            black_box(floor(&frames, &mut canvas));
+                        }
+                        2 => run_libyuv(&yuv, &jobs, &frames, (iw, ih), &mut canvas, size, libyuv::BILINEAR),
+                        _ => run_libyuv(&yuv, &jobs, &frames, (iw, ih), &mut canvas, size, libyuv::BOX),
+                    }
+                }
+                // The first rounds warm the caches and the clock.
+                if round >= 5 {
+                    t.push(start.elapsed().as_secs_f64() / 4.0);
+                }
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let [ours, fl, bil, bx] = times.each_mut().map(median);
+        eprintln!(
+            "paired {tiles} x 720p -> 720p: ours {:.0} µs, floor {:.0} µs, libyuv bilinear {:.0} µs, box {:.0} µs; ours/bilinear {:.2}, ours/box {:.2}",
+            ours * 1e6, fl * 1e6, bil * 1e6, bx * 1e6, ours / bil, ours / bx
+        );
+        report.insert(
+            tiles.to_string(),
+            serde_json::json!({"ours_ns": ours * 1e9, "floor_ns": fl * 1e9, "libyuv_bilinear_ns": bil * 1e9, "libyuv_box_ns": bx * 1e9}),
+        );
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion/compositor-paired.json");
+    let _ = std::fs::create_dir_all(out.parent().unwrap());
+    let _ = std::fs::write(out, serde_json::Value::Object(report).to_string());
+}
+
+criterion_group!(benches, bench, upscale, paired);
 criterion_main!(benches);
