@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod decode;
+pub mod pulse;
 pub mod scene;
 pub mod slot;
 pub mod view;

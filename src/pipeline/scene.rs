@@ -2,6 +2,7 @@
 //! its sender's picture slot) and the active speaker. The room task
 //! replaces it whole; view threads take a cheap snapshot every frame.
 
+use super::pulse::Pulse;
 use super::slot::FrameSlot;
 use crate::layout::Layout;
 use std::sync::{Arc, RwLock};
@@ -31,14 +32,20 @@ pub struct SceneSnapshot {
     pub video_timeout: Duration,
 }
 
-/// The scene, shared.
+/// The scene, shared, with the pulse its pictures and changes beat.
 #[derive(Clone)]
-pub struct SharedScene(Arc<RwLock<Arc<SceneSnapshot>>>);
+pub struct SharedScene(Arc<RwLock<Arc<SceneSnapshot>>>, Arc<Pulse>);
 
 impl SharedScene {
     /// A scene starting as `initial`.
     pub fn new(initial: SceneSnapshot) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(initial))))
+        Self(Arc::new(RwLock::new(Arc::new(initial))), Arc::new(Pulse::new()))
+    }
+
+    /// Beaten by every new picture of a tile (give it to their slots) and
+    /// every scene change.
+    pub fn pulse(&self) -> &Arc<Pulse> {
+        &self.1
     }
 
     /// The current scene.
@@ -50,5 +57,6 @@ impl SharedScene {
     /// Replaces the scene.
     pub fn set(&self, scene: SceneSnapshot) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(scene);
+        self.1.beat();
     }
 }

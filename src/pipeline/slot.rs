@@ -5,6 +5,7 @@
 //! a buffer no reader holds any more, so steady state allocates nothing and
 //! a reader never waits for the decoder.
 
+use super::pulse::Pulse;
 use crate::media::frame::{FrameRef, VideoFrame};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,12 +32,19 @@ pub struct FrameSlot {
     pool: Mutex<Vec<Arc<VideoFrame>>>,
     generation: AtomicU64,
     decoded: AtomicU64,
+    /// Beaten for every new picture (the room's views wait on it).
+    pulse: Option<Arc<Pulse>>,
 }
 
 impl FrameSlot {
     /// An empty slot.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty slot that beats `pulse` for every new picture.
+    pub fn with_pulse(pulse: Arc<Pulse>) -> Arc<Self> {
+        Arc::new(Self { pulse: Some(pulse), ..Self::default() })
     }
 
     /// Stores a copy of `picture` as the latest (called by the decoder).
@@ -53,6 +61,9 @@ impl FrameSlot {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.decoded.fetch_add(1, Ordering::Relaxed);
         let previous = self.lock_latest().replace(Latest { frame: buffer, generation, at: now });
+        if let Some(p) = &self.pulse {
+            p.beat();
+        }
         if let Some(old) = previous {
             if let Ok(mut pool) = self.pool.lock() {
                 if pool.len() < POOL {

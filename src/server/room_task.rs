@@ -396,6 +396,7 @@ impl RoomTask {
             outbox: outbox.clone(),
             room_tx: self.inbox_tx.clone(),
             ingest_limit: self.shared.config.max_ingest,
+            pulse: self.scene.pulse().clone(),
         });
         if info.audio.sends {
             self.audio.add_input(id, session.audio_input.clone());

@@ -130,6 +130,8 @@ pub struct SessionStart {
     pub room_tx: mpsc::Sender<RoomEvent>,
     /// Largest picture decoded from the member (either orientation).
     pub ingest_limit: (u32, u32),
+    /// The room's pulse, beaten by the member's new pictures.
+    pub pulse: Arc<crate::pipeline::pulse::Pulse>,
 }
 
 /// Starts a session task and returns its handle.
@@ -144,7 +146,7 @@ pub fn start(s: SessionStart) -> SessionHandle {
         info: s.info,
         video_tx,
         audio_tx,
-        slot: FrameSlot::new(),
+        slot: FrameSlot::with_pulse(s.pulse.clone()),
         audio_input: AudioInput::new(),
         last_media: Arc::new(AtomicU64::new(0)),
         rtcp: Arc::new(RtcpHeard::new(Instant::now())),
