@@ -105,6 +105,10 @@ pub struct ClientArgs {
     /// measure latency); the others count what arrives [default: all].
     #[arg(long, value_name = "K")]
     decode: Option<usize>,
+    /// Send the full source whatever size the server says the client is
+    /// shown at (to measure what tile-sized ingest saves).
+    #[arg(long)]
+    ignore_hints: bool,
     /// Stop after this many seconds [default: at Ctrl-C].
     #[arg(long)]
     duration: Option<f64>,
@@ -207,6 +211,7 @@ impl ClientArgs {
             relay: None,
             decode: self.decode.is_none_or(|k| i < k),
             source: None,
+            follow_hints: !self.ignore_hints,
         })
     }
 }
@@ -253,6 +258,8 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
         let mut last: Vec<(u64, u64)> = clients.iter().map(|c| (c.stats().frames, c.stats().video_bytes)).collect();
+        // Frames before everyone had joined do not count toward the rate.
+        let at_start: Vec<u64> = last.iter().map(|l| l.0).collect();
         let mut last_at = Instant::now();
         let mut all_latencies: Vec<u32> = Vec::new();
         let mut audio_latencies: Vec<f64> = Vec::new();
@@ -337,7 +344,8 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
             "clients": finals.len(),
             "seconds": elapsed,
             "frames_decoded": frames,
-            "fps_per_client": frames.iter().sum::<u64>() as f64 / finals.len() as f64 / elapsed.max(1e-9),
+            "fps_per_client": frames.iter().zip(&at_start).map(|(f, s)| f - s).sum::<u64>() as f64 / finals.len() as f64 / elapsed.max(1e-9),
+            "fps": frames.iter().zip(&at_start).map(|(f, s)| (f - s) as f64 / elapsed.max(1e-9)).collect::<Vec<f64>>(),
             "join_ms_p50": percentile(&joins, 0.5),
             "join_ms_max": joins.last(),
             "latency_ms_p50": percentile(&all_latencies, 0.5),

@@ -86,6 +86,9 @@ pub struct ClientOptions {
     /// Send from this media thread, shared with other clients (`--fanout`),
     /// instead of one of its own made from `send`.
     pub source: Option<SharedSource>,
+    /// Follow the server's `send` hints (size, frame rate, bitrate); a
+    /// client that does not still works, and costs the server more.
+    pub follow_hints: bool,
 }
 
 /// A media thread several clients send from.
@@ -162,6 +165,7 @@ impl ClientOptions {
             relay: None,
             decode: true,
             source: None,
+            follow_hints: true,
         }
     }
 }
@@ -422,10 +426,12 @@ impl Client {
                                     }
                                     Ok(Incoming::Send(hint)) => {
                                         tracing::debug!(?hint, "send hint");
-                                        if let Some(m) = media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                                            m.hint(&o.peer, hint);
+                                        if o.follow_hints {
+                                            if let Some(m) = media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                                                m.hint(&o.peer, hint);
+                                            }
+                                            *shared.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(hint);
                                         }
-                                        *shared.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(hint);
                                         shared.notice(Notice::Send(hint));
                                     }
                                     Ok(Incoming::Bye { reason }) => {

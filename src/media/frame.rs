@@ -311,8 +311,9 @@ impl VideoFrame {
         Ok(frame)
     }
 
-    /// Changes the frame's size, reusing the buffer (it only grows). The
-    /// contents are unspecified afterwards.
+    /// Changes the frame's size, reusing the buffer (it is given back when
+    /// the picture shrinks to under half). The contents are unspecified
+    /// afterwards.
     pub fn reshape(&mut self, width: usize, height: usize) -> Result<(), FrameError> {
         check_i420_size(width, height)?;
         self.width = width;
@@ -320,6 +321,11 @@ impl VideoFrame {
         let len = width * height * 3 / 2;
         if self.data.len() != len {
             self.data.resize(len, 0);
+            // A picture that shrank for good (a sender asked for its tile
+            // size) should not keep its old buffer's memory.
+            if self.data.capacity() > 2 * len {
+                self.data.shrink_to_fit();
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! [`FrameSlot`]). Decoding never runs on a tokio worker.
 
 use super::slot::FrameSlot;
-use crate::media::h264::{is_keyframe, H264Decoder};
+use crate::media::h264::{is_keyframe, sps_size, H264Decoder};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -87,6 +87,10 @@ fn run(rx: Receiver<Vec<u8>>, mut sink: impl PictureSink, keyframe_needed: Arc<A
         }
     };
     let mut errors = 0u64;
+    // The largest picture area this decoder has been given: openh264 keeps
+    // buffers for it, so when a sender drops to a much smaller size (its
+    // tile's) the decoder is made anew rather than holding them.
+    let mut largest = 0u64;
     // After an error, pictures would reference what could not be decoded:
     // skip to the next keyframe instead of showing corruption.
     let mut broken = false;
@@ -95,6 +99,20 @@ fn run(rx: Receiver<Vec<u8>>, mut sink: impl PictureSink, keyframe_needed: Arc<A
             continue;
         }
         sink.unit(&unit);
+        if let Some(Ok((w, h))) = sps_size(&unit) {
+            let area = w as u64 * h as u64;
+            if area * 4 <= largest {
+                match H264Decoder::new() {
+                    Ok(d) => {
+                        tracing::trace!(w, h, "smaller stream: a fresh decoder");
+                        decoder = d;
+                        largest = area;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot make a fresh decoder"),
+                }
+            }
+            largest = largest.max(area);
+        }
         match decoder.decode(&unit) {
             Ok(Some(picture)) => {
                 tracing::trace!(w = picture.frame().width(), "picture");

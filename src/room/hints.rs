@@ -6,8 +6,11 @@
 //! any view shows each sender in, at the highest frame rate of those views,
 //! and a bitrate that suits that size. [`Debouncer`] decides when to tell
 //! a sender: the first hint at once, a larger one after it has held for a
-//! moment (a new speaker gets sharp quickly), a smaller one only after it
-//! has held for longer (a speaker change does not make senders flap).
+//! moment (a new speaker gets sharp quickly); a smaller one after the
+//! same moment when members or the layout changed (a filling room must
+//! not make the server decode full-size streams for long), but only after
+//! it has held for longer when it comes from a speaker change (so that
+//! does not make senders flap).
 //! Pure: time comes in as an argument.
 
 use crate::layout::Layout;
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 /// A larger hint is sent once it has held this long.
 pub const GROW_AFTER: Duration = Duration::from_millis(500);
-/// A smaller hint is sent once it has held this long.
+/// A smaller hint caused by a speaker change is sent once it has held this long.
 pub const SHRINK_AFTER: Duration = Duration::from_secs(3);
 /// The least bitrate asked of a sender.
 const MIN_BITRATE: u32 = 80_000;
@@ -72,7 +75,9 @@ pub fn wanted(views: &[ViewShape<'_>], tiles: &[u64], speaker: Option<u64>, at_7
 #[derive(Default)]
 struct Track {
     sent: Option<SendHint>,
-    pending: Option<(SendHint, Duration)>,
+    /// The hint waiting, since when, and whether it came from a change of
+    /// members or layout (it then shrinks as soon as it grows).
+    pending: Option<(SendHint, Duration, bool)>,
 }
 
 /// Decides when each sender hears of a new hint (see the module doc).
@@ -87,9 +92,15 @@ impl Debouncer {
         Self::default()
     }
 
-    /// Feeds the hints wanted now; returns those to send now. Members
-    /// missing from `wanted` are forgotten.
-    pub fn update(&mut self, now: Duration, wanted: &BTreeMap<u64, SendHint>) -> Vec<(u64, SendHint)> {
+    /// Feeds the hints wanted now (`membership`: because members or the
+    /// layout changed, not the speaker); returns those to send now.
+    /// Members missing from `wanted` are forgotten.
+    pub fn update(
+        &mut self,
+        now: Duration,
+        wanted: &BTreeMap<u64, SendHint>,
+        membership: bool,
+    ) -> Vec<(u64, SendHint)> {
         self.members.retain(|id, _| wanted.contains_key(id));
         let mut out = Vec::new();
         for (&id, &hint) in wanted {
@@ -104,15 +115,13 @@ impl Debouncer {
                 t.pending = None;
                 continue;
             }
-            let since = match t.pending {
-                Some((p, since)) if p == hint => since,
-                _ => {
-                    t.pending = Some((hint, now));
-                    now
-                }
+            let (since, quick) = match t.pending {
+                Some((p, since, quick)) if p == hint => (since, quick || membership),
+                _ => (now, membership),
             };
+            t.pending = Some((hint, since, quick));
             let grows = hint.width * hint.height > sent.width * sent.height || hint.fps > sent.fps;
-            let hold = if grows { GROW_AFTER } else { SHRINK_AFTER };
+            let hold = if grows || quick { GROW_AFTER } else { SHRINK_AFTER };
             if now.saturating_sub(since) >= hold {
                 t.sent = Some(hint);
                 t.pending = None;
@@ -171,25 +180,33 @@ mod tests {
         let mut d = Debouncer::new();
         let at = Duration::from_millis;
         let want = |w: u32| BTreeMap::from([(7u64, hint(w))]);
+        let speaker = false;
         // The first is sent at once.
-        assert_eq!(d.update(at(0), &want(320)), vec![(7, hint(320))]);
-        assert!(d.update(at(100), &want(320)).is_empty());
+        assert_eq!(d.update(at(0), &want(320), speaker), vec![(7, hint(320))]);
+        assert!(d.update(at(100), &want(320), speaker).is_empty());
         // Larger: after GROW_AFTER.
-        assert!(d.update(at(1000), &want(960)).is_empty());
+        assert!(d.update(at(1000), &want(960), speaker).is_empty());
         assert!(d.pending());
-        assert!(d.update(at(1400), &want(960)).is_empty());
-        assert_eq!(d.update(at(1500), &want(960)), vec![(7, hint(960))]);
-        // Smaller, then larger again within SHRINK_AFTER: nothing is sent.
-        assert!(d.update(at(2000), &want(320)).is_empty());
-        assert!(d.update(at(4000), &want(320)).is_empty());
-        assert!(d.update(at(4500), &want(960)).is_empty());
+        assert!(d.update(at(1400), &want(960), speaker).is_empty());
+        assert_eq!(d.update(at(1500), &want(960), speaker), vec![(7, hint(960))]);
+        // Smaller (the speaker changed), then larger again within
+        // SHRINK_AFTER: nothing is sent.
+        assert!(d.update(at(2000), &want(320), speaker).is_empty());
+        assert!(d.update(at(4000), &want(320), speaker).is_empty());
+        assert!(d.update(at(4500), &want(960), speaker).is_empty());
         assert!(!d.pending());
         // A smaller one that holds is sent after SHRINK_AFTER.
-        assert!(d.update(at(5000), &want(320)).is_empty());
-        assert!(d.update(at(7900), &want(320)).is_empty());
-        assert_eq!(d.update(at(8000), &want(320)), vec![(7, hint(320))]);
+        assert!(d.update(at(5000), &want(320), speaker).is_empty());
+        assert!(d.update(at(7900), &want(320), speaker).is_empty());
+        assert_eq!(d.update(at(8000), &want(320), speaker), vec![(7, hint(320))]);
+        // Smaller because the room filled up: after GROW_AFTER only.
+        assert!(d.update(at(8100), &want(960), speaker).is_empty());
+        assert_eq!(d.update(at(8600), &want(960), speaker), vec![(7, hint(960))]);
+        assert!(d.update(at(9000), &want(320), true).is_empty());
+        assert!(d.update(at(9200), &want(320), speaker).is_empty());
+        assert_eq!(d.update(at(9500), &want(320), speaker), vec![(7, hint(320))]);
         // Someone gone is forgotten: back later, told at once.
-        assert!(d.update(at(9000), &BTreeMap::new()).is_empty());
-        assert_eq!(d.update(at(9100), &want(640)), vec![(7, hint(640))]);
+        assert!(d.update(at(10_000), &BTreeMap::new(), true).is_empty());
+        assert_eq!(d.update(at(10_100), &want(640), true), vec![(7, hint(640))]);
     }
 }

@@ -399,7 +399,7 @@ impl Room {
         if self.detector.update(now, fed).is_some() {
             self.outputs.push_back(Output::Scene(self.scene()));
             self.state_due = true;
-            self.refresh_hints();
+            self.refresh_hints(false);
         }
         let speaking: Vec<u64> =
             self.members.iter().map(|m| m.id).filter(|&id| self.detector.is_speaking(id)).collect();
@@ -415,7 +415,7 @@ impl Room {
         self.now = now;
         self.flush_state();
         if self.hints.pending() {
-            self.refresh_hints();
+            self.refresh_hints(false);
         }
     }
 
@@ -493,7 +493,7 @@ impl Room {
         self.state_due = true;
         self.last_state = None; // not throttled
         self.flush_state();
-        self.refresh_hints();
+        self.refresh_hints(true);
     }
 
     /// The send hints the views call for now, by media id.
@@ -512,10 +512,11 @@ impl Room {
         wanted.into_iter().filter(|(id, _)| tiles.contains(id)).collect()
     }
 
-    /// Tells senders about hints that are due.
-    fn refresh_hints(&mut self) {
+    /// Tells senders about hints that are due (`membership`: members or
+    /// the layout changed, rather than the speaker).
+    fn refresh_hints(&mut self, membership: bool) {
         let wanted = self.wanted_hints();
-        for (id, hint) in self.hints.update(self.now, &wanted) {
+        for (id, hint) in self.hints.update(self.now, &wanted, membership) {
             if let Some(m) = self.members.iter().find(|m| m.id == id) {
                 self.outputs.push_back(Output::SendHint { peer: m.peer.clone(), hint });
             }

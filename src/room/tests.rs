@@ -223,8 +223,8 @@ fn senders_are_told_their_tile_size_and_speaker_changes_do_not_flap() {
     };
     let mut told = hints(&drain(&mut r));
     // Each was told at once when it joined (the first alone, full size);
-    // the smaller boxes of a fuller room follow after SHRINK_AFTER.
-    r.tick(T + hints::SHRINK_AFTER);
+    // the smaller boxes of a fuller room follow after GROW_AFTER.
+    r.tick(T + hints::GROW_AFTER);
     told.extend(hints(&drain(&mut r)));
     // Every sender heard; the viewer, who sends nothing, did not. With five
     // tiles in a 3x2 grid of 1280x720 each box is at most 1280/3 wide.
