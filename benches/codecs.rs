@@ -1,4 +1,5 @@
-//! Codec costs: H.264 encode and decode per frame at 1280x720 and 640x360
+//! Codec costs: H.264 encode and decode per frame at 1280x720, 640x360 and
+//! 320x180 (a 4x4 tile: what tile-sized ingest decodes)
 //! on two contents: `scene`, the camera-like synthetic source (texture in
 //! motion, drifting light, sensor noise: it costs what a camera costs),
 //! and `pattern`, the flat test pattern (nearly free to code: kept to show
@@ -41,7 +42,7 @@ fn h264(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     let mut coded = serde_json::Map::new();
     for content in ["scene", "pattern"] {
-        for (w, h, bitrate) in [(1280u32, 720u32, 1_500_000u32), (640, 360, 500_000)] {
+        for (w, h, bitrate) in [(1280u32, 720u32, 1_500_000u32), (640, 360, 500_000), (320, 180, 190_000)] {
             // 4 s of content: 120 frames at 30 fps.
             let frames = frames(content, w as usize, h as usize, 120);
             let id = format!("{content}/{w}x{h}");

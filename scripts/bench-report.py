@@ -2,24 +2,44 @@
 """Prints BENCHMARKS.md tables from criterion's results in target/criterion.
 
 Run the benches first: `cargo bench --bench compositor --bench mixer --bench codecs`.
-Every figure is criterion's median for that benchmark in that run.
+Every figure is criterion's median for that benchmark in that run; a ratio
+is only ever taken between figures of the same run (results older than the
+newest of their table by more than an hour are left out, shown as "stale").
 """
 import json
 import pathlib
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
-
-# libyuv I420Scale on this machine, NxN 1280x720 inputs into a 1280x720 canvas (from the issue).
-LIBYUV_MS = {4: (0.43, "bilinear"), 9: (3.0, "bilinear"), 16: (3.3, "box")}
+SAME_RUN = 3600  # seconds
 
 
-def median_ns(group, function, *param):
+def estimates(group, function, *param):
     # criterion turns the "/" inside an id into "_" for its folder names.
     f = ROOT.joinpath(group, function, "_".join(param), "new", "estimates.json")
     if not param:
         f = ROOT.joinpath(group, function, "new", "estimates.json")
-    if not f.exists():
+    return f if f.exists() else None
+
+
+def median_ns(group, function, *param):
+    f = estimates(group, function, *param)
+    if f is None:
+        return None
+    return json.loads(f.read_text())["median"]["point_estimate"]
+
+
+def same_run(*files):
+    """Whether every result was written within an hour of the newest."""
+    times = [f.stat().st_mtime for f in files if f is not None]
+    return bool(times) and max(times) - min(times) < SAME_RUN
+
+
+def median_same_run(anchor, group, function, *param):
+    """A median, but only if it came from the same run as `anchor`."""
+    f = estimates(group, function, *param)
+    if f is None or anchor is None or not same_run(f, anchor):
         return None
     return json.loads(f.read_text())["median"]["point_estimate"]
 
@@ -51,21 +71,39 @@ def paths(canvas, inp, tiles):
 
 
 def compositor():
-    print("| canvas | inputs | tiles | path | render | floor (copy) | render / floor | unchanged inputs | libyuv I420Scale |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| canvas | inputs | tiles | path | render | floor (copy) | render / floor | unchanged inputs | libyuv bilinear | libyuv box |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for canvas in ["1280x720", "640x360"]:
         for inp in ["1280x720", "640x360"]:
             for tiles in [1, 4, 9, 16]:
                 key = f"{tiles}"
+                anchor = estimates("compositor", "render", canvas, f"from{inp}", key)
                 r = median_ns("compositor", "render", canvas, f"from{inp}", key)
-                fl = median_ns("compositor", "floor", canvas, f"from{inp}", key)
-                ca = median_ns("compositor", "cached", canvas, f"from{inp}", key)
+                fl = median_same_run(anchor, "compositor", "floor", canvas, f"from{inp}", key)
+                ca = median_same_run(anchor, "compositor", "cached", canvas, f"from{inp}", key)
                 ratio = f"{r / fl:.1f}x" if r and fl else "n/a"
-                bar = ""
-                if canvas == "1280x720" and inp == "1280x720" and tiles in LIBYUV_MS:
-                    ms, filt = LIBYUV_MS[tiles]
-                    bar = f"{ms} ms ({filt}); ours {ms * 1e6 / r:.1f}x faster" if r else f"{ms} ms"
-                print(f"| {canvas} | {tiles} x {inp} | {tiles} | {paths(canvas, inp, tiles)} | {fmt(r)} | {fmt(fl)} | {ratio} | {fmt(ca)} | {bar} |")
+                yuv = []
+                for name in ["libyuv-bilinear", "libyuv-box"]:
+                    y = median_same_run(anchor, "compositor", name, canvas, f"from{inp}", key)
+                    yuv.append(f"{fmt(y)} (ours {r / y:.2f}x)" if y and r else "n/a")
+                print(f"| {canvas} | {tiles} x {inp} | {tiles} | {paths(canvas, inp, tiles)} | {fmt(r)} | {fmt(fl)} | {ratio} | {fmt(ca)} | {yuv[0]} | {yuv[1]} |")
+
+
+def paired():
+    f = ROOT / "compositor-paired.json"
+    if not f.exists():
+        print("(no paired run: cargo bench --bench compositor -- paired)")
+        return
+    data = json.loads(f.read_text())
+    print("| 720p inputs into a 720p canvas | ours | floor | libyuv bilinear | libyuv box | ours / bilinear | ours / box |")
+    print("|---|---|---|---|---|---|---|")
+    for tiles in ["4", "9", "16"]:
+        d = data.get(tiles)
+        if not d:
+            continue
+        o, fl, b, x = d["ours_ns"], d["floor_ns"], d["libyuv_bilinear_ns"], d["libyuv_box_ns"]
+        side = {"4": "2x2", "9": "3x3", "16": "4x4"}[tiles]
+        print(f"| {side} | {fmt(o)} | {fmt(fl)} | {fmt(b)} | {fmt(x)} | {o / b:.2f} | {o / x:.2f} |")
 
 
 def upscale():
@@ -89,17 +127,27 @@ def mixer():
 
 
 def codecs():
-    print("| work | median |")
-    print("|---|---|")
-    for kind in ["encode", "decode"]:
-        for size in ["1280x720", "640x360"]:
-            print(f"| H.264 {kind} {size} (per frame) | {fmt(median_ns('h264', kind, size))} |")
-    print(f"| Opus encode (20 ms, mono) | {fmt(median_ns('opus', 'encode_20ms'))} |")
-    print(f"| Opus decode (20 ms) | {fmt(median_ns('opus', 'decode_20ms'))} |")
+    coded = {}
+    f = ROOT / "h264-content.json"
+    if f.exists():
+        coded = json.loads(f.read_text())
+    print("| work | content | median | coded to (target) |")
+    print("|---|---|---|---|")
+    for content in ["scene", "pattern"]:
+        for kind in ["encode", "decode"]:
+            for size in ["1280x720", "640x360", "320x180"]:
+                m = median_ns("h264", kind, content, size)
+                if m is None:
+                    continue
+                c = coded.get(f"{content}/{size}")
+                rate = f"{c['kbps']:.0f} kbps ({c['target_kbps']} kbps)" if c and kind == "decode" else ""
+                print(f"| H.264 {kind} {size} (per frame) | {content} | {fmt(m)} | {rate} |")
+    print(f"| Opus encode (20 ms, mono) | tone | {fmt(median_ns('opus', 'encode_20ms'))} | |")
+    print(f"| Opus decode (20 ms) | tone | {fmt(median_ns('opus', 'decode_20ms'))} | |")
 
 
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["compositor", "upscale", "mixer", "codecs"]
+    what = sys.argv[1:] or ["compositor", "paired", "upscale", "mixer", "codecs"]
     for w in what:
         print(f"### {w}\n")
         globals()[w]()

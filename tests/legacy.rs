@@ -33,7 +33,7 @@ struct Phone {
 async fn phone(url: &str, id: &str, color: usize) -> Phone {
     let (link, mut events) = raw_link(url, id, &[TOPIC]).await;
     let (pev_tx, mut pev_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pc = peer::build_peer(&PeerOptions::default(), pev_tx, None).await.unwrap();
+    let pc = peer::build_peer(&PeerOptions::default(), pev_tx, None, None).await.unwrap();
     let ssrc = peer::random_ssrc();
     let track = peer::local_track(RtpCodecKind::Video, &format!("{id}-cam"), ssrc).unwrap();
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, ..Default::default() };

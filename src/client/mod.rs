@@ -286,7 +286,7 @@ impl Client {
             return Err(ClientError::Unreachable(o.url.clone()));
         }
         let (pev_tx, mut pev_rx) = mpsc::unbounded_channel();
-        let pc = peer::build_peer(&o.peer_options, pev_tx, None).await?;
+        let pc = peer::build_peer(&o.peer_options, pev_tx, None, None).await?;
 
         // Tracks for the role: send what we have, receive what we may.
         let sends = o.role != ClientRole::Viewer;
@@ -714,7 +714,7 @@ async fn writer(
 async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, thread: std::sync::Weak<MediaThread>) {
     while let Some(ev) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
-            if packets.iter().any(peer::keyframe::is_keyframe_request) {
+            if packets.iter().any(peer::rtcp::is_keyframe_request) {
                 let Some(thread) = thread.upgrade() else { break };
                 thread.request_keyframe();
             }

@@ -6,26 +6,28 @@
 //! the handler here only forwards events into a channel and returns.
 
 pub mod heard;
-pub mod keyframe;
 pub mod layers;
+pub mod pacer;
 pub mod receive;
+pub mod rtcp;
 pub mod sdp;
 
 use crate::config::IceServer;
 use crate::signaling::protocol::Candidate;
 use heard::RtcpHeard;
-use keyframe::KeyframeRequests;
+use pacer::{Pacer, PacerRate};
 use rtc::interceptor::Slot;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
+use rtc::interceptor::{CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
     TYPE_RTCP_FB_NACK,
 };
+use rtcp::{LinkFeedback, RtcpTap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,12 +72,37 @@ pub struct PeerOptions {
     pub ice_servers: Vec<IceServer>,
     /// Address to advertise instead of the bound one (1:1 NAT).
     pub public_ip: Option<IpAddr>,
+    /// Negotiate transport-wide congestion control feedback (the receiver
+    /// side sends it; off makes a receiver that sends only reports).
+    pub twcc: bool,
+    /// Only relayed candidates (TURN), as `iceTransportPolicy: "relay"`.
+    pub relay_only: bool,
 }
 
 impl Default for PeerOptions {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), ports: None, ice_servers: Vec::new(), public_ip: None }
+        Self {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            ports: None,
+            ice_servers: Vec::new(),
+            public_ip: None,
+            twcc: true,
+            relay_only: false,
+        }
     }
+}
+
+/// A sending side's hold on its downstream: the feedback its receiver
+/// sends, and the rate its pacer sends at. Give one to [`build_peer`] to
+/// run congestion control (GCC on transport-wide feedback) and pacing.
+#[derive(Clone)]
+pub struct Downstream {
+    /// What the receiver reports.
+    pub feedback: Arc<LinkFeedback>,
+    /// The pacer's rate.
+    pub pacer: Arc<PacerRate>,
+    /// Where GCC starts, and its bounds, bits/s.
+    pub gcc: (f64, f64, f64),
 }
 
 /// What a peer connection reports.
@@ -146,7 +173,11 @@ pub fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-fn media_engine(heard: Option<Arc<RtcpHeard>>) -> Result<(MediaEngine, Registry), PeerError> {
+fn media_engine(
+    options: &PeerOptions,
+    heard: Option<Arc<RtcpHeard>>,
+    downstream: Option<&Downstream>,
+) -> Result<(MediaEngine, Registry), PeerError> {
     let mut me = MediaEngine::default();
     me.register_codec(RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PT }, RtpCodecKind::Video)?;
     me.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT }, RtpCodecKind::Audio)?;
@@ -167,10 +198,21 @@ fn media_engine(heard: Option<Arc<RtcpHeard>>) -> Result<(MediaEngine, Registry)
         .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_interval(NACK_INTERVAL).build());
     configure_simulcast_extension_headers(&mut me)?;
-    let registry = configure_twcc_receiver_only(registry, &mut me)?;
+    // Transport-wide sequence numbers on what we send, feedback on what we
+    // receive (Chromium and webrtc-rs receivers then send feedback).
+    let mut registry = if options.twcc { configure_twcc(registry, &mut me)? } else { registry };
+    if let Some(d) = downstream {
+        if options.twcc {
+            let (initial, min, max) = d.gcc;
+            registry = registry
+                .with(Slot::CongestionControl, CongestionControlBuilder::new(Gcc::new(initial, min, max)).build());
+        }
+        registry = registry.with(Slot::Pacer, Pacer::new(d.pacer.clone()));
+    }
     let registry = configure_rtcp_reports(registry);
-    // Last in the chain, so every interceptor has seen the RTCP before.
-    let registry = registry.with(Slot::from(14_000), KeyframeRequests::noting(heard));
+    let target = downstream.filter(|_| options.twcc).map(|d| d.gcc.0);
+    let tap = RtcpTap::new(heard, downstream.map(|d| d.feedback.clone()), target);
+    let registry = registry.with(Slot::from(rtcp::SLOT), tap);
     Ok((me, registry))
 }
 
@@ -180,6 +222,7 @@ pub async fn build_peer(
     options: &PeerOptions,
     events: mpsc::UnboundedSender<PeerEvent>,
     heard: Option<Arc<RtcpHeard>>,
+    downstream: Option<&Downstream>,
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let servers: Vec<RTCIceServer> = options
         .ice_servers
@@ -198,7 +241,7 @@ pub async fn build_peer(
     };
     let mut last = None;
     for port in ports {
-        let (me, registry) = media_engine(heard.clone())?;
+        let (me, registry) = media_engine(options, heard.clone(), downstream)?;
         // Quick checks (50 ms) so connections come up in ~50 ms, not 200;
         // no waiting on peer-reflexive pairs; a dead peer is failed in ~10 s.
         let settings = SettingEngineBuilder::new()
@@ -209,7 +252,14 @@ pub async fn build_peer(
             .build();
         let handler = Arc::new(Handler { tx: events.clone(), public_ip: options.public_ip });
         let built = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(servers.clone()).build())
+            .with_configuration({
+                let config = RTCConfigurationBuilder::new().with_ice_servers(servers.clone());
+                if options.relay_only {
+                    config.with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay).build()
+                } else {
+                    config.build()
+                }
+            })
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)

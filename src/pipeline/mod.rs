@@ -4,6 +4,7 @@
 //! no codec ever runs on a tokio worker thread.
 
 pub mod audio;
+pub mod cadence;
 pub mod decode;
 pub mod pulse;
 pub mod scene;

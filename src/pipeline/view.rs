@@ -1,15 +1,25 @@
 //! One thread per downstream view: it renders the room's scene with its
-//! own compositor, encodes it once, and hands the same encoded frame to
-//! every member watching this view. It draws as soon as a new picture
-//! arrives ([`Cadence`]: at most the view's frame rate on average, at least
-//! once a frame period), not on a fixed tick that would add up to a
-//! period of waiting.
+//! own compositor once per frame and encodes it once per quality tier
+//! (see `bwe::tiers`: the full rate, and up to two lower ones for members
+//! whose links carry less, at a lower frame rate or size), handing the
+//! same encoded frame to every member of that tier. It draws as soon as a
+//! new picture arrives ([`Cadence`]), not on a fixed tick.
+//!
+//! A member who moves to another tier (or joins) gets nothing from it
+//! until its next keyframe, which is asked for at once (throttled per
+//! tier): its decoder never sees a picture that refers to frames it never
+//! had.
 
+use super::cadence::Cadence;
 use super::scene::SharedScene;
+use crate::bwe::tiers::{Shape, ViewRate};
 use crate::media::compositor::{Compositor, Source};
+use crate::media::frame::{FrameRef, VideoFrame};
 use crate::media::h264::{H264Config, H264Encoder};
+use crate::media::scale::Scaler;
 use crate::room::ViewKey;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,14 +29,14 @@ use tokio::sync::mpsc;
 /// Least time between two keyframes forced by requests (PLI, FIR, joins).
 pub const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
 
-/// An encoded frame on its way to the members of a view.
+/// An encoded frame on its way to the members of a tier.
 #[derive(Debug)]
 pub struct EncodedFrame {
     /// Annex B access unit.
     pub data: Bytes,
     /// IDR.
     pub keyframe: bool,
-    /// Time since the previous frame of this view (the RTP timestamp step).
+    /// Time since the previous frame of this tier (the RTP timestamp step).
     pub duration: Duration,
     /// When it was rendered.
     pub rendered: Instant,
@@ -35,152 +45,47 @@ pub struct EncodedFrame {
 struct Subscriber {
     peer: String,
     tx: mpsc::Sender<Arc<EncodedFrame>>,
+    /// The tier (its ladder level) the member watches.
+    level: u8,
+    /// Nothing until a keyframe of its tier.
+    waiting: bool,
 }
 
 /// Counters of one view.
 #[derive(Default)]
 pub struct ViewStats {
-    /// Frames rendered and encoded.
+    /// Frames rendered.
     pub frames: AtomicU64,
-    /// Ticks that came later than a whole frame period.
+    /// Frames encoded, all tiers.
+    pub encoded: AtomicU64,
+    /// Draws that came later than two frame periods.
     pub late: AtomicU64,
     /// Frames a member's queue had no room for.
     pub dropped: AtomicU64,
-    /// Time spent rendering and encoding, microseconds.
-    pub busy_us: AtomicU64,
+    /// Time spent rendering, microseconds.
+    pub render_us: AtomicU64,
+    /// Time spent encoding, all tiers, microseconds.
+    pub encode_us: AtomicU64,
+}
+
+/// What the handle and the thread share.
+struct Shared {
+    subscribers: Mutex<Vec<Subscriber>>,
+    /// The tiers to run, best first.
+    tiers: Mutex<Vec<Shape>>,
+    /// Tiers (levels) a keyframe was asked for.
+    keyframes: Mutex<BTreeSet<u8>>,
+    stop: AtomicBool,
 }
 
 /// A running view. Dropping it stops its thread.
 pub struct View {
     key: ViewKey,
-    subscribers: Arc<Mutex<Vec<Subscriber>>>,
-    keyframe: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    rate: ViewRate,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     /// Counters.
     pub stats: Arc<ViewStats>,
-}
-
-impl View {
-    /// Starts the thread for `key`, drawing `scene`.
-    pub fn spawn(key: ViewKey, scene: SharedScene, fast: bool, thread_name: String) -> std::io::Result<Self> {
-        let subscribers = Arc::new(Mutex::new(Vec::new()));
-        let keyframe = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(ViewStats::default());
-        let worker = Worker {
-            key: key.clone(),
-            scene,
-            subscribers: subscribers.clone(),
-            keyframe: keyframe.clone(),
-            stop: stop.clone(),
-            stats: stats.clone(),
-            fast,
-        };
-        let thread = std::thread::Builder::new().name(thread_name).spawn(move || worker.run())?;
-        Ok(Self { key, subscribers, keyframe, stop, thread: Some(thread), stats })
-    }
-
-    /// The view's key.
-    pub fn key(&self) -> &ViewKey {
-        &self.key
-    }
-
-    /// Adds a member. Call [`View::request_keyframe`] once it can receive
-    /// (a keyframe sent before its connection is up would be lost).
-    pub fn subscribe(&self, peer: &str, tx: mpsc::Sender<Arc<EncodedFrame>>) {
-        let mut subs = lock(&self.subscribers);
-        subs.retain(|s| s.peer != peer);
-        subs.push(Subscriber { peer: peer.to_owned(), tx });
-    }
-
-    /// Removes a member.
-    pub fn unsubscribe(&self, peer: &str) {
-        lock(&self.subscribers).retain(|s| s.peer != peer);
-    }
-
-    /// Peers watching.
-    pub fn subscribers(&self) -> Vec<String> {
-        lock(&self.subscribers).iter().map(|s| s.peer.clone()).collect()
-    }
-
-    /// Asks for a keyframe soon (throttled).
-    pub fn request_keyframe(&self) {
-        self.keyframe.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for View {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// When a view draws: as soon as something new is there, but no sooner
-/// than 90 % of a period after the last draw and, on average, no more
-/// than 5 % above the frame rate (a credit that refills that fast: a
-/// sender whose clock runs a little fast is not made to wait, many
-/// senders at random phases do not make the view draw at 1/0.9 of its
-/// rate); and, when nothing is new, every two periods (a picture that
-/// comes a little late must not find the view just drawn without it).
-#[derive(Debug)]
-pub struct Cadence {
-    period: Duration,
-    last: Option<Instant>,
-    /// Draws owed, in frames; at most [`Cadence::MAX_CREDIT`].
-    credit: f64,
-    /// The last draw came more than two periods after the one before.
-    late: bool,
-}
-
-impl Cadence {
-    const MAX_CREDIT: f64 = 1.5;
-    /// Credit earned per period.
-    const REFILL: f64 = 1.05;
-
-    /// A cadence of one draw per `period`.
-    pub fn new(period: Duration) -> Self {
-        Self { period, last: None, credit: 1.0, late: false }
-    }
-
-    fn credit_at(&self, now: Instant) -> f64 {
-        match self.last {
-            None => Self::MAX_CREDIT,
-            Some(t) => {
-                let earned = now.saturating_duration_since(t).as_secs_f64() / self.period.as_secs_f64() * Self::REFILL;
-                (self.credit + earned).min(Self::MAX_CREDIT)
-            }
-        }
-    }
-
-    /// When the next draw is due (`fresh`: something new is waiting).
-    pub fn next(&self, now: Instant, fresh: bool) -> Instant {
-        let Some(last) = self.last else { return now };
-        let spacing = if fresh { self.period.mul_f64(0.9) } else { self.period * 2 };
-        let credit = self.credit_at(now);
-        let by_credit = now + self.period.mul_f64((1.0 - credit).max(0.0) / Self::REFILL);
-        (last + spacing).max(by_credit)
-    }
-
-    /// Whether to draw now; if so, the draw is counted.
-    pub fn due(&mut self, now: Instant, fresh: bool) -> bool {
-        if now < self.next(now, fresh) {
-            return false;
-        }
-        self.credit = self.credit_at(now) - 1.0;
-        self.late = self.last.is_some_and(|t| now.saturating_duration_since(t) > self.period * 2);
-        self.last = Some(now);
-        true
-    }
-
-    /// Whether the draw just counted came more than a period late (the
-    /// thread could not keep up).
-    pub fn late(&self) -> bool {
-        self.late
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -188,17 +93,160 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl View {
+    /// Starts the thread for `key`, drawing `scene`; members' audio runs
+    /// at `audio_bitrate` beside it (the tiers leave room for it).
+    pub fn spawn(
+        key: ViewKey,
+        audio_bitrate: u32,
+        scene: SharedScene,
+        fast: bool,
+        thread_name: String,
+    ) -> std::io::Result<Self> {
+        let rate =
+            ViewRate { width: key.width, height: key.height, fps: key.fps, bitrate: key.bitrate, audio: audio_bitrate };
+        let shared = Arc::new(Shared {
+            subscribers: Mutex::new(Vec::new()),
+            tiers: Mutex::new(vec![Shape::for_level(&rate, 0)]),
+            keyframes: Mutex::new(BTreeSet::new()),
+            stop: AtomicBool::new(false),
+        });
+        let stats = Arc::new(ViewStats::default());
+        let worker = Worker { key: key.clone(), scene, shared: shared.clone(), stats: stats.clone(), fast };
+        let thread = std::thread::Builder::new().name(thread_name).spawn(move || worker.run())?;
+        Ok(Self { key, rate, shared, thread: Some(thread), stats })
+    }
+
+    /// The view's key.
+    pub fn key(&self) -> &ViewKey {
+        &self.key
+    }
+
+    /// The view's rates, as the tiers see them.
+    pub fn rate(&self) -> &ViewRate {
+        &self.rate
+    }
+
+    /// Adds a member at the best tier (or moves it back there). It gets
+    /// frames from the next keyframe on; call [`View::request_keyframe`]
+    /// once it can receive.
+    pub fn subscribe(&self, peer: &str, tx: mpsc::Sender<Arc<EncodedFrame>>) {
+        let level = lock(&self.shared.tiers).first().map_or(0, |t| t.level);
+        let mut subs = lock(&self.shared.subscribers);
+        subs.retain(|s| s.peer != peer);
+        subs.push(Subscriber { peer: peer.to_owned(), tx, level, waiting: true });
+    }
+
+    /// Removes a member.
+    pub fn unsubscribe(&self, peer: &str) {
+        lock(&self.shared.subscribers).retain(|s| s.peer != peer);
+    }
+
+    /// Peers watching.
+    pub fn subscribers(&self) -> Vec<String> {
+        lock(&self.shared.subscribers).iter().map(|s| s.peer.clone()).collect()
+    }
+
+    /// Runs these tiers (best first) and puts each member on its tier
+    /// (`levels`; members not named keep theirs). A member that moves
+    /// waits for a keyframe of its new tier, which is asked for.
+    pub fn set_tiers(&self, tiers: Vec<Shape>, levels: &std::collections::BTreeMap<String, u8>) {
+        let known: BTreeSet<u8> = tiers.iter().map(|t| t.level).collect();
+        let best = tiers.first().map_or(0, |t| t.level);
+        *lock(&self.shared.tiers) = tiers;
+        let mut moved = BTreeSet::new();
+        for s in lock(&self.shared.subscribers).iter_mut() {
+            let mut level = levels.get(&s.peer).copied().unwrap_or(s.level);
+            if !known.contains(&level) {
+                level = best;
+            }
+            if level != s.level {
+                s.level = level;
+                s.waiting = true;
+                moved.insert(level);
+            }
+        }
+        lock(&self.shared.keyframes).extend(moved);
+    }
+
+    /// The tier level `peer` watches.
+    pub fn level_of(&self, peer: &str) -> Option<u8> {
+        lock(&self.shared.subscribers).iter().find(|s| s.peer == peer).map(|s| s.level)
+    }
+
+    /// Asks every tier for a keyframe soon (throttled per tier).
+    pub fn request_keyframe(&self) {
+        let levels: Vec<u8> = lock(&self.shared.tiers).iter().map(|t| t.level).collect();
+        lock(&self.shared.keyframes).extend(levels);
+    }
+
+    /// Asks `peer`'s tier for a keyframe soon (throttled per tier).
+    pub fn request_keyframe_for(&self, peer: &str) {
+        if let Some(level) = self.level_of(peer) {
+            lock(&self.shared.keyframes).insert(level);
+        }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One tier's encoder and its scaled copy of the canvas.
+struct TierEncoder {
+    shape: Shape,
+    encoder: H264Encoder,
+    /// The canvas scaled to the tier's size (unused at the canvas size).
+    scaled: VideoFrame,
+    /// Encode every this many draws (the view's fps over the tier's).
+    every: u64,
+    last_sent: Option<Instant>,
+    last_forced: Option<Instant>,
+}
+
 struct Worker {
     key: ViewKey,
     scene: SharedScene,
-    subscribers: Arc<Mutex<Vec<Subscriber>>>,
-    keyframe: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     stats: Arc<ViewStats>,
     fast: bool,
 }
 
 impl Worker {
+    /// Makes the encoders match the wanted tiers: same level, same encoder.
+    fn sync_tiers(&self, encoders: &mut Vec<TierEncoder>) {
+        let wanted = lock(&self.shared.tiers).clone();
+        encoders.retain(|e| wanted.contains(&e.shape));
+        for shape in wanted {
+            if encoders.iter().any(|e| e.shape == shape) {
+                continue;
+            }
+            let mut config = H264Config::new(shape.width, shape.height, shape.fps, shape.bitrate);
+            config.fast = self.fast;
+            match H264Encoder::new(config) {
+                Ok(encoder) => {
+                    tracing::debug!(?shape, "tier started");
+                    encoders.push(TierEncoder {
+                        shape,
+                        encoder,
+                        scaled: VideoFrame::default(),
+                        every: (self.key.fps / shape.fps.max(1)).max(1) as u64,
+                        last_sent: None,
+                        last_forced: None,
+                    });
+                    // Whoever watches it starts from a keyframe: it is one.
+                }
+                Err(e) => tracing::warn!(error = %e, ?shape, "cannot start a tier encoder"),
+            }
+        }
+        encoders.sort_by_key(|e| e.shape.level);
+    }
+
     fn run(self) {
         let span = tracing::info_span!("view", layout = %self.key.layout, size = %format!("{}x{}", self.key.width, self.key.height));
         let _enter = span.enter();
@@ -206,21 +254,16 @@ impl Worker {
             Ok(c) => c,
             Err(e) => return tracing::warn!(error = %e, "cannot start view"),
         };
-        let mut config = H264Config::new(self.key.width, self.key.height, self.key.fps, self.key.bitrate);
-        config.fast = self.fast;
-        let mut encoder = match H264Encoder::new(config) {
-            Ok(e) => e,
-            Err(e) => return tracing::warn!(error = %e, "cannot start view encoder"),
-        };
         let period = Duration::from_secs_f64(1.0 / self.key.fps.max(1) as f64);
         let start = Instant::now();
         let mut cadence = Cadence::new(period);
         let pulse = self.scene.pulse().clone();
         let mut seen = pulse.beats();
-        let mut last_sent: Option<Instant> = None;
-        let mut last_forced: Option<Instant> = None;
+        let mut encoders: Vec<TierEncoder> = Vec::new();
+        let mut scaler = Scaler::new();
+        let mut draws = 0u64;
         tracing::debug!("view started");
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let beats = pulse.beats();
             let fresh = beats != seen;
@@ -258,76 +301,81 @@ impl Worker {
                 })
                 .collect();
             let stats = compositor.render(&snapshot.layout, &sources, snapshot.speaker);
-            tracing::trace!(
-                tiles = sources.len(),
-                with_video = sources.iter().filter(|s| s.frame.is_some()).count(),
-                ?stats,
-                "rendered"
-            );
+            tracing::trace!(tiles = sources.len(), ?stats, "rendered");
             drop(sources);
-            if lock(&self.subscribers).is_empty() {
-                continue;
-            }
-            if self.keyframe.load(Ordering::Relaxed) && last_forced.is_none_or(|t| began - t >= KEYFRAME_THROTTLE) {
-                self.keyframe.store(false, Ordering::Relaxed);
-                last_forced = Some(began);
-                encoder.force_keyframe();
-            }
-            let pts = began - start;
-            let encoded = match encoder.encode(&compositor.canvas().as_frame(), pts) {
-                Ok(Some(e)) => EncodedFrame {
-                    data: Bytes::copy_from_slice(e.data),
-                    keyframe: e.keyframe,
-                    duration: last_sent.map_or(period, |t| began - t),
-                    rendered: began,
-                },
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "encode failed");
+            self.stats.frames.fetch_add(1, Ordering::Relaxed);
+            self.stats.render_us.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+            draws += 1;
+            self.sync_tiers(&mut encoders);
+            let watched: BTreeSet<u8> = lock(&self.shared.subscribers).iter().map(|s| s.level).collect();
+            let asked = std::mem::take(&mut *lock(&self.shared.keyframes));
+            let mut still_asked = BTreeSet::new();
+            for tier in encoders.iter_mut() {
+                let level = tier.shape.level;
+                if !watched.contains(&level) {
+                    // Nobody on it: no encode (a keyframe starts anyone who comes).
+                    tier.encoder.force_keyframe();
                     continue;
                 }
-            };
-            last_sent = Some(began);
-            let frame = Arc::new(encoded);
-            for s in lock(&self.subscribers).iter() {
-                if s.tx.try_send(frame.clone()).is_err() {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if asked.contains(&level) {
+                    if tier.last_forced.is_none_or(|t| began - t >= KEYFRAME_THROTTLE) {
+                        tier.last_forced = Some(began);
+                        tier.encoder.force_keyframe();
+                    } else {
+                        still_asked.insert(level);
+                    }
                 }
+                if !draws.is_multiple_of(tier.every) {
+                    continue;
+                }
+                let encode_began = Instant::now();
+                let canvas = compositor.canvas();
+                let picture: FrameRef<'_> =
+                    if (tier.shape.width as usize, tier.shape.height as usize) == (canvas.width(), canvas.height()) {
+                        canvas.as_frame()
+                    } else {
+                        let (w, h) = (tier.shape.width as usize, tier.shape.height as usize);
+                        if let Err(e) = scaler.scale_frame(&canvas.as_frame(), &mut tier.scaled, w, h) {
+                            tracing::warn!(error = %e, "cannot scale the canvas for a tier");
+                            continue;
+                        }
+                        tier.scaled.as_frame()
+                    };
+                let encoded = match tier.encoder.encode(&picture, began - start) {
+                    Ok(Some(e)) => EncodedFrame {
+                        data: Bytes::copy_from_slice(e.data),
+                        keyframe: e.keyframe,
+                        duration: tier.last_sent.map_or(period * tier.every as u32, |t| began - t),
+                        rendered: began,
+                    },
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "encode failed");
+                        continue;
+                    }
+                };
+                tier.last_sent = Some(began);
+                let frame = Arc::new(encoded);
+                let mut subs = lock(&self.shared.subscribers);
+                for s in subs.iter_mut().filter(|s| s.level == level) {
+                    if s.waiting {
+                        if !frame.keyframe {
+                            still_asked.insert(level);
+                            continue;
+                        }
+                        s.waiting = false;
+                    }
+                    if s.tx.try_send(frame.clone()).is_err() {
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                drop(subs);
+                self.stats.encoded.fetch_add(1, Ordering::Relaxed);
+                self.stats.encode_us.fetch_add(encode_began.elapsed().as_micros() as u64, Ordering::Relaxed);
+                tracing::trace!(level, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
             }
-            self.stats.frames.fetch_add(1, Ordering::Relaxed);
-            self.stats.busy_us.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
-            tracing::trace!(bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
+            lock(&self.shared.keyframes).extend(still_asked);
         }
         tracing::debug!("view stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn draws_when_pictures_come_at_the_frame_rate_on_average() {
-        let period = Duration::from_millis(100);
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut c = Cadence::new(period);
-        assert!(c.due(at(0), false));
-        // Nothing new: the next draw is two periods later.
-        assert_eq!(c.next(at(10), false), at(200));
-        assert!(!c.due(at(150), false));
-        // A picture at 95 ms is drawn at once (90 % of a period is enough).
-        assert!(c.due(at(95), true));
-        // One at 120 ms waits until 90 % of a period after the last draw.
-        assert!(!c.due(at(120), true));
-        assert_eq!(c.next(at(120), true), at(185));
-        // A flood of pictures still draws at most the frame rate on average.
-        let mut draws = 0;
-        for ms in (200..10_200).step_by(5) {
-            if c.due(at(ms), true) {
-                draws += 1;
-            }
-        }
-        assert!((100..=106).contains(&draws), "{draws} draws in 10 s at 10 fps");
     }
 }

@@ -15,7 +15,8 @@ pub use view::ViewKey;
 use crate::layout::Layout;
 use crate::media::level::SpeakerDetector;
 use crate::signaling::protocol::{
-    CanvasState, Control, ControlMessage, ErrorCode, ParticipantState, ProtocolError, RoomState, SendHint, ViewRequest,
+    CanvasState, Control, ControlMessage, DownstreamState, ErrorCode, ParticipantState, ProtocolError, RoomState,
+    SendHint, ViewRequest,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -214,7 +215,16 @@ pub struct Room {
     last_state: Option<Duration>,
     now: Duration,
     hints: hints::Debouncer,
+    downstream: BTreeMap<String, DownstreamState>,
+    /// An estimate changed (not a tier): published at most every
+    /// [`LINK_STATE_INTERVAL`].
+    link_due: bool,
+    last_link_state: Option<Duration>,
 }
+
+/// Least time between two state publications caused only by changed
+/// downstream estimates.
+pub const LINK_STATE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Room {
     /// A new, empty room with `layout`.
@@ -234,6 +244,9 @@ impl Room {
             last_state: None,
             now: Duration::ZERO,
             hints: hints::Debouncer::new(),
+            downstream: BTreeMap::new(),
+            link_due: false,
+            last_link_state: None,
         }
     }
 
@@ -323,6 +336,7 @@ impl Room {
         self.departing.remove(peer);
         let Some(i) = self.members.iter().position(|m| m.peer == peer) else { return };
         let gone = self.members.remove(i);
+        self.downstream.remove(&gone.peer);
         self.detector.remove(gone.id);
         self.speaking.retain(|&s| s != gone.id);
         self.outputs.push_back(match why {
@@ -410,9 +424,31 @@ impl Room {
         self.flush_state();
     }
 
+    /// Notes a member's downstream (estimate and tier). A new tier is
+    /// published soon; a new estimate alone at most every
+    /// [`LINK_STATE_INTERVAL`].
+    pub fn set_downstream(&mut self, now: Duration, peer: &str, state: DownstreamState) {
+        self.now = now;
+        if self.member(peer).is_none() {
+            return;
+        }
+        match self.downstream.get(peer) {
+            Some(old) if *old == state => return,
+            Some(old) if old.tier == state.tier => self.link_due = true,
+            _ => self.state_due = true,
+        }
+        self.downstream.insert(peer.to_owned(), state);
+        self.flush_state();
+    }
+
     /// Advances time (publishes throttled state changes).
     pub fn tick(&mut self, now: Duration) {
         self.now = now;
+        if self.link_due && self.last_link_state.is_none_or(|t| now.saturating_sub(t) >= LINK_STATE_INTERVAL) {
+            self.link_due = false;
+            self.last_link_state = Some(now);
+            self.state_due = true;
+        }
         self.flush_state();
         if self.hints.pending() {
             self.refresh_hints(false);
@@ -452,6 +488,7 @@ impl Room {
                     video: m.video,
                     speaking: self.speaking.contains(&m.id),
                     role: m.role.as_str().to_owned(),
+                    downstream: self.downstream.get(&m.peer).cloned(),
                 })
                 .collect(),
             speaker: self

@@ -105,6 +105,7 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         ports: config.udp_ports,
         ice_servers: config.ice_servers.clone(),
         public_ip: config.public_ip,
+        ..PeerOptions::default()
     };
     let shared = Arc::new(Shared {
         layouts: Arc::new(layouts),

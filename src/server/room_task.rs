@@ -5,6 +5,7 @@
 
 use super::session::{self, SessionHandle, SessionStart, MAX_PENDING_CANDIDATES};
 use super::Shared;
+use crate::bwe::tiers::TierPlan;
 use crate::layout::Layout;
 use crate::peer::sdp::inspect_offer;
 use crate::pipeline::audio::AudioMixer;
@@ -12,7 +13,9 @@ use crate::pipeline::scene::{SceneSnapshot, SharedScene, Tile};
 use crate::pipeline::view::View;
 use crate::room::{Join, Leave, Output, Role, Room, RoomConfig, Scene, ViewKey};
 use crate::signaling::legacy::Outbox;
-use crate::signaling::protocol::{Candidate, ClientMessage, ControlMessage, ErrorCode, ProtocolError, ServerMessage};
+use crate::signaling::protocol::{
+    Candidate, ClientMessage, ControlMessage, DownstreamState, ErrorCode, ProtocolError, ServerMessage,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -77,6 +80,8 @@ pub enum SessionEvent {
     KeyframeRequest,
     /// The member's video is refused (it stays in the room).
     VideoRefused(ProtocolError),
+    /// What the member's downstream link carries.
+    Downstream(super::session::LinkReport),
     /// The connection is gone.
     Lost(String),
 }
@@ -122,6 +127,10 @@ pub(super) struct RoomTask {
     pending: HashMap<String, (Instant, Vec<Candidate>)>,
     generation: u64,
     views: BTreeMap<ViewKey, View>,
+    /// Each view's tiers.
+    plans: BTreeMap<ViewKey, TierPlan>,
+    /// Members' downstream estimates.
+    links: HashMap<String, super::session::LinkReport>,
     audio: AudioMixer,
     levels: mpsc::Receiver<Vec<(u64, u8)>>,
     scene: SharedScene,
@@ -168,6 +177,8 @@ impl RoomTask {
             pending: HashMap::new(),
             generation: 0,
             views: BTreeMap::new(),
+            plans: BTreeMap::new(),
+            links: HashMap::new(),
             audio,
             levels,
             scene,
@@ -219,6 +230,7 @@ impl RoomTask {
                 }
                 _ = tick.tick() => {
                     self.check_silence();
+                    self.replan();
                     let now = self.now();
                     self.room.tick(now);
                     self.apply_outputs().await;
@@ -323,8 +335,12 @@ impl RoomTask {
                     SessionEvent::Connected => {
                         tracing::info!(peer = %peer, "connected");
                         if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
-                            view.request_keyframe();
+                            view.request_keyframe_for(&peer);
                         }
+                    }
+                    SessionEvent::Downstream(link) => {
+                        self.links.insert(peer.clone(), link);
+                        self.replan();
                     }
                     SessionEvent::VideoStarted => tracing::debug!(peer = %peer, "video started"),
                     SessionEvent::VideoRefused(error) => {
@@ -333,7 +349,7 @@ impl RoomTask {
                     }
                     SessionEvent::KeyframeRequest => {
                         if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
-                            view.request_keyframe();
+                            view.request_keyframe_for(&peer);
                         }
                     }
                     SessionEvent::Lost(reason) => {
@@ -397,6 +413,11 @@ impl RoomTask {
             room_tx: self.inbox_tx.clone(),
             ingest_limit: self.shared.config.max_ingest,
             pulse: self.scene.pulse().clone(),
+            estimate: self
+                .room
+                .member(&peer)
+                .and_then(|m| m.view.as_ref())
+                .map(|v| estimate_bounds(v.bitrate, self.shared.config.audio_bitrate)),
         });
         if info.audio.sends {
             self.audio.add_input(id, session.audio_input.clone());
@@ -467,6 +488,7 @@ impl RoomTask {
             if let Some(view) = m.view.as_ref().and_then(|v| self.views.get(v)) {
                 view.unsubscribe(peer);
             }
+            self.links.remove(peer);
             tracing::info!(peer = %peer, "left");
         }
     }
@@ -508,7 +530,8 @@ impl RoomTask {
         for (key, peers) in keep {
             if !self.views.contains_key(&key) {
                 let name = format!("view-{}-{}x{}", self.room.id(), key.width, key.height);
-                match View::spawn(key.clone(), self.scene.clone(), self.shared.config.fast_encode, name) {
+                let audio = self.shared.config.audio_bitrate;
+                match View::spawn(key.clone(), audio, self.scene.clone(), self.shared.config.fast_encode, name) {
                     Ok(v) => {
                         self.views.insert(key.clone(), v);
                     }
@@ -527,13 +550,58 @@ impl RoomTask {
                     m.view = Some(key.clone());
                     if m.connected {
                         // Switched views (a layout change): start it with a keyframe.
-                        view.request_keyframe();
+                        view.request_keyframe_for(peer);
                     }
                 }
             }
             for old in current.iter().filter(|p| !peers.contains(p)) {
                 view.unsubscribe(old);
             }
+        }
+        self.replan();
+    }
+
+    /// Re-plans every view's tiers from its members' estimates, moves
+    /// members between tiers, and tells the room what each one gets.
+    fn replan(&mut self) {
+        let now = self.now();
+        let audio = self.shared.config.audio_bitrate;
+        self.plans.retain(|k, _| self.views.contains_key(k));
+        let mut told = Vec::new();
+        for (key, view) in &self.views {
+            let initial = estimate_bounds(key.bitrate, audio).initial;
+            let estimates: BTreeMap<String, u32> = view
+                .subscribers()
+                .into_iter()
+                .map(|p| {
+                    let e = self.links.get(&p).map_or(initial, |l| l.estimate);
+                    (p, e)
+                })
+                .collect();
+            let plan = self.plans.entry(key.clone()).or_insert_with(|| TierPlan::new(*view.rate()));
+            let p = plan.update(now, &estimates);
+            view.set_tiers(p.tiers.clone(), &p.members);
+            for (peer, level) in &p.members {
+                let (Some(link), Some(shape)) = (self.links.get(peer), p.tiers.iter().find(|t| t.level == *level))
+                else {
+                    continue;
+                };
+                told.push((
+                    peer.clone(),
+                    DownstreamState {
+                        estimate: link.estimate,
+                        source: link.source.as_str().to_owned(),
+                        tier: shape.level,
+                        bitrate: shape.bitrate,
+                        width: shape.width,
+                        height: shape.height,
+                        fps: shape.fps,
+                    },
+                ));
+            }
+        }
+        for (peer, state) in told {
+            self.room.set_downstream(now, &peer, state);
         }
     }
 
@@ -577,6 +645,15 @@ impl RoomTask {
         // peer left) are dropped after a while.
         self.pending.retain(|_, (since, _)| since.elapsed() < PENDING_CANDIDATES_KEPT);
     }
+}
+
+/// Where a member's downstream estimate starts, and its bounds: high
+/// enough that everyone starts on the view's full-rate tier (a bad link
+/// shows itself within a second or two), never under 50 kbps, at most
+/// three times the start.
+fn estimate_bounds(view_bitrate: u32, audio_bitrate: u32) -> crate::bwe::estimate::Config {
+    let initial = ((view_bitrate as f64 + audio_bitrate as f64) / 0.9 * 1.1) as u32;
+    crate::bwe::estimate::Config { initial, min: 50_000, max: initial.saturating_mul(3) }
 }
 
 /// Why a message could not be routed to a room (for the dispatcher).

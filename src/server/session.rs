@@ -132,7 +132,30 @@ pub struct SessionStart {
     pub ingest_limit: (u32, u32),
     /// The room's pulse, beaten by the member's new pictures.
     pub pulse: Arc<crate::pipeline::pulse::Pulse>,
+    /// Bounds of the member's downstream estimate (where it starts, least,
+    /// most), if it receives video.
+    pub estimate: Option<crate::bwe::estimate::Config>,
 }
+
+/// What a session reports of its member's downstream link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkReport {
+    /// Estimate, bits/s.
+    pub estimate: u32,
+    /// What limits it.
+    pub source: crate::bwe::estimate::Source,
+    /// Loss in the last receiver report (0..1).
+    pub loss: f64,
+    /// Round trip, if known.
+    pub rtt: Option<Duration>,
+}
+
+/// How often feedback is folded into the estimate.
+const ESTIMATE_EVERY: Duration = Duration::from_millis(100);
+/// A change this large (a fraction) is reported at once; smaller ones
+/// at most every [`REPORT_EVERY`].
+const REPORT_CHANGE: f64 = 0.05;
+const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts a session task and returns its handle.
 pub fn start(s: SessionStart) -> SessionHandle {
@@ -195,7 +218,14 @@ async fn run(
     audio_rx: mpsc::Receiver<Bytes>,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let pc = match negotiate(&s, ctx.rtcp.clone(), events_tx, &mut events).await {
+    // Congestion control and pacing for a member that receives video.
+    let downstream = s.estimate.filter(|_| s.info.video.receives).map(|config| peer::Downstream {
+        feedback: crate::peer::rtcp::LinkFeedback::new(),
+        pacer: crate::peer::pacer::PacerRate::new(),
+        gcc: (config.initial as f64, config.min as f64, config.max as f64),
+    });
+    let mut estimator = s.estimate.map(crate::bwe::estimate::Estimator::new);
+    let pc = match negotiate(&s, ctx.rtcp.clone(), downstream.as_ref(), events_tx, &mut events).await {
         Ok(pc) => pc,
         Err(e) => {
             tracing::info!(error = %e, "offer refused");
@@ -217,7 +247,7 @@ async fn run(
                 // Keyframe requests (PLI/FIR) from the member for its view.
                 while let Some(ev) = track.poll().await {
                     if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
-                        if packets.iter().any(peer::keyframe::is_keyframe_request) {
+                        if packets.iter().any(peer::rtcp::is_keyframe_request) {
                             let ev = RoomEvent::Session {
                                 peer: peer.clone(),
                                 generation,
@@ -238,6 +268,9 @@ async fn run(
     }
     let mut disconnected_since: Option<Instant> = None;
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut fold = tokio::time::interval(ESTIMATE_EVERY);
+    fold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: Option<(LinkReport, Instant)> = None;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -272,6 +305,25 @@ async fn run(
                 }
                 None => break,
             },
+            _ = fold.tick(), if downstream.is_some() => {
+                let (Some(d), Some(est)) = (&downstream, estimator.as_mut()) else { continue };
+                for (at, f) in d.feedback.take() {
+                    est.feed(at.saturating_duration_since(ctx.started), f);
+                }
+                let now = ctx.started.elapsed();
+                let (estimate, source) = est.estimate(now);
+                d.pacer.set(estimate as u64);
+                let link = LinkReport { estimate, source, loss: est.loss(), rtt: est.rtt() };
+                let due = reported.is_none_or(|(last, at)| {
+                    let change = (link.estimate as f64 - last.estimate as f64).abs() / last.estimate.max(1) as f64;
+                    change >= REPORT_CHANGE || link.source != last.source || at.elapsed() >= REPORT_EVERY
+                });
+                if due {
+                    tracing::trace!(?link, "downstream");
+                    reported = Some((link, Instant::now()));
+                    report(&s, SessionEvent::Downstream(link)).await;
+                }
+            }
             _ = check.tick() => {
                 if let Some(since) = disconnected_since {
                     if since.elapsed() > Duration::from_secs(10) {
@@ -301,12 +353,14 @@ type Negotiated = (
 async fn negotiate(
     s: &SessionStart,
     rtcp: Arc<RtcpHeard>,
+    downstream: Option<&peer::Downstream>,
     events_tx: mpsc::UnboundedSender<PeerEvent>,
     events: &mut mpsc::UnboundedReceiver<PeerEvent>,
 ) -> Result<Negotiated, ProtocolError> {
     let internal = |e: String| ProtocolError::new(ErrorCode::Internal, e);
     let bad_sdp = |e: webrtc::error::Error| ProtocolError::new(ErrorCode::BadSdp, e.to_string());
-    let pc = peer::build_peer(&s.options, events_tx, Some(rtcp)).await.map_err(|e| internal(e.to_string()))?;
+    let pc =
+        peer::build_peer(&s.options, events_tx, Some(rtcp), downstream).await.map_err(|e| internal(e.to_string()))?;
     let result = async {
         let offer = RTCSessionDescription::offer(s.sdp.clone()).map_err(bad_sdp)?;
         pc.set_remote_description(offer).await.map_err(bad_sdp)?;

@@ -516,6 +516,30 @@ pub struct ParticipantState {
     pub speaking: bool,
     /// `participant`, `viewer` or `source`.
     pub role: String,
+    /// What its downstream link carries and what it gets (members who
+    /// receive video, once known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downstream: Option<DownstreamState>,
+}
+
+/// A member's downstream: the estimate of what its link carries and the
+/// tier of its view it is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownstreamState {
+    /// Estimate, bits/s.
+    pub estimate: u32,
+    /// What the estimate comes from: `twcc`, `remb` or `loss`.
+    pub source: String,
+    /// The tier's level (0: the view's full rate).
+    pub tier: u8,
+    /// The tier's video bitrate.
+    pub bitrate: u32,
+    /// The tier's picture width.
+    pub width: u32,
+    /// The tier's picture height.
+    pub height: u32,
+    /// The tier's frame rate.
+    pub fps: u32,
 }
 
 #[cfg(test)]

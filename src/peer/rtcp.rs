@@ -1,0 +1,210 @@
+//! An interceptor for the inbound RTCP the application needs, which the
+//! default chain would stop: keyframe requests (PLI, FIR) are marked for
+//! delivery, so they reach the local track's `poll()`; and what tells how
+//! a member's downstream link is doing is copied out for its estimate
+//! ([`LinkFeedback`]): receiver-report loss and round trip for our own
+//! streams, REMB, and the target webrtc-rs's congestion controller
+//! attaches to transport-wide feedback. It also notes when RTCP last came
+//! (see [`super::heard`]).
+//!
+//! It sits just below webrtc-rs's sender-report interceptor, so on the way
+//! out it sees our sender reports go by and remembers when each left: a
+//! receiver report quotes the last one (LSR) and how long it held it
+//! (DLSR), which gives the round trip webrtc-rs leaves at zero.
+
+use super::heard::RtcpHeard;
+use crate::bwe::estimate::Feedback;
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::sansio::Protocol;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where [`RtcpTap`] slots into the interceptor chain: after the receiver
+/// and before the sender report interceptors (10 000 and 11 000), so
+/// outbound sender reports pass it.
+pub const SLOT: usize = 10_500;
+/// Sender reports remembered per stream (one a second: plenty).
+const SENT_KEPT: usize = 16;
+/// Feedback items kept until the session takes them.
+const FEEDBACK_KEPT: usize = 256;
+
+/// Feedback about one member's downstream, gathered on the connection's
+/// driver and taken by its session.
+#[derive(Default)]
+pub struct LinkFeedback {
+    items: Mutex<VecDeque<(Instant, Feedback)>>,
+}
+
+impl LinkFeedback {
+    /// Nothing yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn push(&self, at: Instant, f: Feedback) {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        if items.len() >= FEEDBACK_KEPT {
+            items.pop_front();
+        }
+        items.push_back((at, f));
+    }
+
+    /// Takes everything gathered so far, oldest first.
+    pub fn take(&self) -> Vec<(Instant, Feedback)> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+    }
+}
+
+/// Marks PLI/FIR for the application, copies link feedback out, drops
+/// other inbound RTCP (the interceptors before it have used it).
+#[derive(Default)]
+pub struct RtcpTap {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+    heard: Option<Arc<RtcpHeard>>,
+    feedback: Option<Arc<LinkFeedback>>,
+    /// Our outgoing video streams (whose reports describe the downstream).
+    video: HashSet<u32>,
+    /// Sender reports sent: SSRC, middle 32 bits of the NTP time, when.
+    sent: VecDeque<(u32, u32, Instant)>,
+    /// The congestion controller's target (it is attached only when it
+    /// changes; transport feedback that leaves it alone confirms it).
+    target: Option<f64>,
+    target_told: Option<Instant>,
+}
+
+/// How often a target that did not change is confirmed.
+const TARGET_CONFIRM: Duration = Duration::from_millis(250);
+
+impl RtcpTap {
+    /// Also records when RTCP arrives in `heard`, and link feedback in
+    /// `feedback`; `target` is the congestion controller's starting
+    /// target, if one runs.
+    pub fn new(heard: Option<Arc<RtcpHeard>>, feedback: Option<Arc<LinkFeedback>>, target: Option<f64>) -> Self {
+        Self { heard, feedback, target, ..Self::default() }
+    }
+
+    fn tell_target(&mut self, now: Instant, changed: Option<f64>) {
+        let Some(feedback) = &self.feedback else { return };
+        if let Some(t) = changed {
+            self.target = Some(t);
+        }
+        let due =
+            changed.is_some() || self.target_told.is_none_or(|t| now.saturating_duration_since(t) >= TARGET_CONFIRM);
+        if let (Some(t), true) = (self.target, due) {
+            feedback.push(now, Feedback::Delay(t.clamp(0.0, u32::MAX as f64) as u32));
+            self.target_told = Some(now);
+        }
+    }
+
+    fn report(&self, r: &ReceptionReport, now: Instant) {
+        let Some(feedback) = &self.feedback else { return };
+        if !self.video.contains(&r.ssrc) {
+            return;
+        }
+        let rtt = (r.last_sender_report != 0)
+            .then(|| self.sent.iter().rev().find(|(ssrc, mid, _)| *ssrc == r.ssrc && *mid == r.last_sender_report))
+            .flatten()
+            .and_then(|&(_, _, at)| {
+                let held = Duration::from_secs_f64(r.delay as f64 / 65536.0);
+                now.checked_duration_since(at)?.checked_sub(held)
+            });
+        feedback.push(now, Feedback::Report { fraction_lost: r.fraction_lost, rtt });
+    }
+}
+
+/// Whether an RTCP packet asks for a keyframe.
+#[allow(clippy::borrowed_box)] // the chain hands out `&Box<dyn Packet>`
+pub fn is_keyframe_request(p: &Box<dyn rtc::rtcp::Packet>) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        let changed = match msg.message.get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 }) {
+            Some(Attribute::TargetBitrateChanged { bits_per_second }) => Some(*bits_per_second),
+            _ => None,
+        };
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if changed.is_some() || packets.iter().any(|p| p.as_any().is::<TransportLayerCc>()) {
+                self.tell_target(msg.now, changed);
+            }
+        }
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if let Some(heard) = &self.heard {
+                heard.touch(msg.now);
+            }
+            for p in packets {
+                let any = p.as_any();
+                if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                    rr.reports.iter().for_each(|r| self.report(r, msg.now));
+                } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                    sr.reports.iter().for_each(|r| self.report(r, msg.now));
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    if let Some(feedback) = &self.feedback {
+                        let bps = if remb.bitrate.is_finite() { remb.bitrate.clamp(0.0, u32::MAX as f32) } else { 0.0 };
+                        feedback.push(msg.now, Feedback::Remb(bps as u32));
+                    }
+                }
+            }
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p)).cloned().collect();
+            if keep.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(keep);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for sr in packets.iter().filter_map(|p| p.as_any().downcast_ref::<SenderReport>()) {
+                if self.sent.len() >= SENT_KEPT * self.video.len().max(1) {
+                    self.sent.pop_front();
+                }
+                self.sent.push_back((sr.ssrc, (sr.ntp_time >> 16) as u32, msg.now));
+            }
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for RtcpTap {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("video/") {
+            self.video.insert(info.ssrc);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.video.remove(&info.ssrc);
+    }
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
