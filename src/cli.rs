@@ -289,8 +289,27 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
             if args.stats {
                 let n = clients.len() as f64;
                 let joined = clients.iter().filter_map(|c| c.stats().join_time).count();
+                let frozen: Duration = clients.iter().map(|c| c.stats().frozen).sum();
+                let freezes: u64 = clients.iter().map(|c| c.stats().freezes).sum();
+                // What the server says the first client's link gets.
+                let downstream = clients[0]
+                    .room_state()
+                    .and_then(|s| s.participants.into_iter().find(|p| p.peer == clients[0].peer()))
+                    .and_then(|p| p.downstream)
+                    .map_or(String::new(), |d| {
+                        format!(
+                            " downstream: estimate={} kbps ({}) tier={} {}x{}@{} {} kbps",
+                            d.estimate / 1000,
+                            d.source,
+                            d.tier,
+                            d.width,
+                            d.height,
+                            d.fps,
+                            d.bitrate / 1000
+                        )
+                    });
                 println!(
-                    "t={:.0}s clients={} joined={} fps/client={:.1} kbps/client={:.0} decoded={} latency p50={} p95={}",
+                    "t={:.0}s clients={} joined={} fps/client={:.1} kbps/client={:.0} decoded={} latency p50={} p95={} freezes={} frozen={} ms{}",
                     started.elapsed().as_secs_f64(),
                     clients.len(),
                     joined,
@@ -298,7 +317,10 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
                     kbps / n,
                     decoded,
                     fmt_ms(percentile(&lat, 0.5)),
-                    fmt_ms(percentile(&lat, 0.95))
+                    fmt_ms(percentile(&lat, 0.95)),
+                    freezes,
+                    frozen.as_millis(),
+                    downstream
                 );
             }
             for c in &clients {
@@ -346,6 +368,8 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
             "frames_decoded": frames,
             "fps_per_client": frames.iter().zip(&at_start).map(|(f, s)| f - s).sum::<u64>() as f64 / finals.len() as f64 / elapsed.max(1e-9),
             "fps": frames.iter().zip(&at_start).map(|(f, s)| (f - s) as f64 / elapsed.max(1e-9)).collect::<Vec<f64>>(),
+            "freezes": finals.iter().map(|s| s.freezes).collect::<Vec<u64>>(),
+            "frozen_ms": finals.iter().map(|s| s.frozen.as_millis() as u64).collect::<Vec<u64>>(),
             "join_ms_p50": percentile(&joins, 0.5),
             "join_ms_max": joins.last(),
             "latency_ms_p50": percentile(&all_latencies, 0.5),

@@ -6,11 +6,14 @@
 //! quarter-octave apart (level 0 is the view's bitrate, each next one
 //! ×0.84). A member's level is the best one its estimate affords after
 //! audio and a margin ([`affordable`]); it drops at once when the estimate
-//! falls (a congested link must be relieved now) and climbs only after
-//! the better level has held for [`UP_HOLD`] and a back-off since its last
-//! drop has passed (doubling each time a climb is followed by a drop
-//! within [`FAILED_CLIMB`], so a link that sits between two levels does
-//! not flap). The view runs at most [`MAX_TIERS`] encoders: the best
+//! falls (a congested link must be relieved now) and climbs, at most
+//! [`MAX_CLIMB`] levels at a time, only after the better level has held
+//! for [`UP_HOLD`] and a back-off since its last drop has passed
+//! (doubling each time a climb is followed by a drop within
+//! [`FAILED_CLIMB`], so a link that sits between two levels does not
+//! flap). After a drop, climbs that reach the level it had to leave go
+//! one level at a time ([`TOO_HIGH_MEMORY`]): a probe of the link costs a
+//! step's worth of overload, not four. The view runs at most [`MAX_TIERS`] encoders: the best
 //! level anyone affords, the worst anyone needs, and the level between
 //! that gives the members the most bitrate; each member watches the best
 //! tier at or under its level. One bad link never drags the others down.
@@ -24,20 +27,28 @@ use std::time::Duration;
 
 /// Most encoders per view.
 pub const MAX_TIERS: usize = 3;
-/// Levels on the ladder (the last is the view's rate x 0.84^16 = x0.06).
-pub const LEVELS: u8 = 17;
+/// Levels on the ladder (the last is the view's rate x 0.84^20 = x0.03).
+pub const LEVELS: u8 = 21;
 /// Rate ratio between neighbouring levels (a quarter octave).
 const STEP: f64 = 0.840_896;
 /// A better level must hold this long before a member climbs to it.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// Most levels climbed at once (x2 in bitrate): a link is probed a step
+/// at a time, not at the full rate straight away.
+pub const MAX_CLIMB: u8 = 4;
 /// A drop this soon after a climb means the climb failed.
 pub const FAILED_CLIMB: Duration = Duration::from_secs(6);
+/// How long the level a member had to leave is remembered.
+pub const TOO_HIGH_MEMORY: Duration = Duration::from_secs(30);
 /// The first wait after a drop before climbing again; doubles per failed climb.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Share of the estimate video may take (the rest: audio, RTCP,
+const BACKOFF_MAX: Duration = Duration::from_secs(6);
+/// Share of the estimate video may take (the rest: packet headers, RTCP,
 /// retransmissions, and room for the estimate to be wrong).
-const VIDEO_SHARE: f64 = 0.9;
+const VIDEO_SHARE: f64 = 0.85;
+/// What audio costs on the wire beyond its bitrate: IP, UDP and RTP
+/// headers on 50 packets a second.
+const AUDIO_OVERHEAD: u32 = 24_000;
 /// The least video bitrate a tier is given.
 const MIN_RATE: u32 = 40_000;
 
@@ -90,9 +101,19 @@ impl Shape {
     }
 }
 
-/// The video bitrate an estimate affords.
+/// The video bitrate an estimate affords, beside audio at `audio` bits/s.
 pub fn affordable(estimate: u32, audio: u32) -> u32 {
-    (estimate as f64 * VIDEO_SHARE - audio as f64).max(0.0) as u32
+    ((estimate as f64 - (audio + AUDIO_OVERHEAD) as f64) * VIDEO_SHARE).max(0.0) as u32
+}
+
+/// What audio at `audio` bits/s costs on the wire.
+pub fn audio_wire(audio: u32) -> u32 {
+    audio + AUDIO_OVERHEAD
+}
+
+/// The least estimate that affords `video` bits/s beside `audio`.
+pub fn estimate_for(video: u32, audio: u32) -> u32 {
+    (video as f64 / VIDEO_SHARE + (audio + AUDIO_OVERHEAD) as f64).ceil() as u32
 }
 
 /// The best level `estimate` affords on `view`.
@@ -108,6 +129,9 @@ struct Member {
     climb_after: Duration,
     backoff: Duration,
     last_climb: Option<Duration>,
+    /// The level it last had to leave (its link could not carry it), and
+    /// when: climbs that reach it go a level at a time.
+    too_high: Option<(u8, Duration)>,
 }
 
 /// The tiers of one view (see the module doc).
@@ -149,18 +173,29 @@ impl TierPlan {
                 climb_after: now,
                 backoff: BACKOFF_MIN,
                 last_climb: None,
+                too_high: None,
             });
             if wanted > m.level {
                 // Worse: at once. A climb that ends like this was too early.
                 let failed = m.last_climb.is_some_and(|t| now.saturating_sub(t) < FAILED_CLIMB);
                 m.backoff = if failed { (m.backoff * 2).min(BACKOFF_MAX) } else { BACKOFF_MIN };
+                m.too_high = Some((m.level, now));
                 m.level = wanted;
                 m.better_since = None;
                 m.climb_after = now + m.backoff;
             } else if wanted < m.level {
                 let since = *m.better_since.get_or_insert(now);
                 if now.saturating_sub(since) >= UP_HOLD && now >= m.climb_after {
-                    m.level = wanted;
+                    // At or past the level that failed and held there:
+                    // the link has changed, forget it.
+                    m.too_high =
+                        m.too_high.filter(|&(level, at)| now.saturating_sub(at) < TOO_HIGH_MEMORY && m.level > level);
+                    let mut level = wanted.max(m.level.saturating_sub(MAX_CLIMB));
+                    if let Some((high, _)) = m.too_high {
+                        // Up to just under it at once, then one level.
+                        level = level.max(if m.level > high + 1 { high + 1 } else { m.level - 1 });
+                    }
+                    m.level = level;
                     m.better_since = None;
                     m.last_climb = Some(now);
                 }
@@ -230,8 +265,10 @@ mod tests {
         // 150 kbps: half the size as well.
         let thin = Shape::for_level(&VIEW, level_for(&VIEW, 150_000));
         assert_eq!((thin.width, thin.height, thin.fps), (640, 360, 15), "{thin:?}");
-        // A link that affords the full rate gets level 0.
-        assert_eq!(level_for(&VIEW, 1_800_000), 0);
+        // A link that affords the full rate gets level 0, and just so.
+        let full = estimate_for(VIEW.bitrate, VIEW.audio);
+        assert_eq!(level_for(&VIEW, full), 0);
+        assert_eq!(level_for(&VIEW, full - 20_000), 1);
     }
 
     #[test]
@@ -265,16 +302,31 @@ mod tests {
         // The link drops to 400 kbps: down at once.
         let low = run(&mut plan, 1.0, 400_000);
         assert!(low > 0);
-        // It recovers: not before UP_HOLD (and the first back-off).
+        // It recovers: not before UP_HOLD (and the first back-off), then
+        // MAX_CLIMB levels at a time, each held UP_HOLD.
         assert_eq!(run(&mut plan, 1.5, 2_000_000), low);
         assert_eq!(run(&mut plan, 3.4, 2_000_000), low);
-        assert_eq!(run(&mut plan, 3.6, 2_000_000), 0);
+        assert_eq!(run(&mut plan, 3.6, 2_000_000), low - MAX_CLIMB);
         // The climb fails at once: down again, and the next climb waits
-        // twice as long.
+        // twice as long and stops just under the level that failed...
+        let failed = low - MAX_CLIMB;
         assert_eq!(run(&mut plan, 4.0, 400_000), low);
         assert_eq!(run(&mut plan, 4.1, 2_000_000), low);
         assert_eq!(run(&mut plan, 7.0, 2_000_000), low);
-        assert_eq!(run(&mut plan, 8.1, 2_000_000), 0);
+        assert_eq!(run(&mut plan, 8.1, 2_000_000), failed + 1);
+        // ...then tries it alone, and once it held there, climbs freely.
+        assert_eq!(run(&mut plan, 8.5, 2_000_000), failed + 1);
+        assert_eq!(run(&mut plan, 10.4, 2_000_000), failed + 1);
+        assert_eq!(run(&mut plan, 10.6, 2_000_000), failed);
+        let mut level = failed;
+        let mut t = 10.6;
+        // Updated every 250 ms, as the room task does.
+        while level > 0 && t < 30.0 {
+            t += 0.25;
+            level = run(&mut plan, t, 2_000_000);
+            assert!(level >= failed.saturating_sub(MAX_CLIMB) || t > 14.0, "{level} at {t}");
+        }
+        assert!(t < 16.0, "full rate only at {t} s");
         // Members who leave are forgotten.
         let p = plan.update(at(9.0), &BTreeMap::new());
         assert!(p.members.is_empty() && p.tiers.is_empty());

@@ -264,6 +264,10 @@ pub struct Stats {
     pub join_time: Option<Duration>,
     /// Offer sent to answer received.
     pub answer_time: Option<Duration>,
+    /// Freezes of the composite (WebRTC's definition).
+    pub freezes: u64,
+    /// Their total length.
+    pub frozen: Duration,
 }
 
 impl Client {
@@ -615,6 +619,8 @@ impl Shared {
             audio_packets: r.audio_packets.load(Ordering::Relaxed),
             join_time: r.first_frame.get().map(|t| t.duration_since(self.offered)),
             answer_time: answered.map(|t| t.duration_since(self.offered)),
+            freezes: r.freezes.lock().map(|f| f.count).unwrap_or(0),
+            frozen: r.freezes.lock().map(|f| f.total).unwrap_or_default(),
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Received {
     pub audio_packets: AtomicU64,
     /// When the first picture was decoded.
     pub first_frame: OnceLock<Instant>,
+    /// Freezes seen (WebRTC's definition: see [`Freezes`]).
+    pub freezes: Mutex<Freezes>,
     /// Capture-to-display latencies (ms) read from this process's tiles,
     /// with the tile's peer.
     pub latencies: Mutex<Vec<(String, u32)>>,
@@ -73,6 +75,7 @@ impl Received {
             video_bytes: AtomicU64::new(0),
             audio_packets: AtomicU64::new(0),
             first_frame: OnceLock::new(),
+            freezes: Mutex::new(Freezes::default()),
             latencies: Mutex::new(Vec::new()),
             audio_latencies: Mutex::new(Vec::new()),
             audio: Mutex::new(VecDeque::new()),
@@ -149,6 +152,38 @@ impl VideoRecorder {
     }
 }
 
+/// Freezes as WebRTC's statistics count them: a frame that comes more
+/// than `max(3 x the mean frame interval, mean + 150 ms)` after the one
+/// before ends a freeze as long as that gap.
+#[derive(Debug, Default, Clone)]
+pub struct Freezes {
+    last: Option<Instant>,
+    /// Mean frame interval (a moving average), seconds.
+    mean: Option<f64>,
+    /// Freezes so far.
+    pub count: u64,
+    /// Their total length.
+    pub total: std::time::Duration,
+}
+
+impl Freezes {
+    /// A frame arrived at `now`.
+    pub fn frame(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last).as_secs_f64();
+            if let Some(mean) = self.mean {
+                if gap > (3.0 * mean).max(mean + 0.150) {
+                    self.count += 1;
+                    self.total += std::time::Duration::from_secs_f64(gap);
+                }
+            }
+            // The mean follows the last ~30 frames.
+            self.mean = Some(self.mean.map_or(gap, |m| m + (gap - m) / 30.0));
+        }
+        self.last = Some(now);
+    }
+}
+
 /// A receiver that does not decode: counts each access unit as a frame
 /// (a load generator's receivers, but for the sample that decodes).
 pub struct UnitCounter(pub Arc<Received>);
@@ -157,6 +192,7 @@ impl crate::peer::receive::UnitSink for UnitCounter {
     fn push(&self, _unit: Vec<u8>) -> crate::pipeline::decode::Queue {
         self.0.frames.fetch_add(1, Ordering::Relaxed);
         let _ = self.0.first_frame.set(Instant::now());
+        lock(&self.0.freezes).frame(Instant::now());
         crate::pipeline::decode::Queue::Ok
     }
 }
@@ -180,6 +216,7 @@ impl PictureSink for CompositeSink {
         let r = &self.received;
         r.frames.fetch_add(1, Ordering::Relaxed);
         let _ = r.first_frame.set(Instant::now());
+        lock(&r.freezes).frame(Instant::now());
         r.slot.publish(frame, Instant::now());
         if let Some(rec) = &mut self.recorder {
             rec.picture(frame);

@@ -44,6 +44,10 @@ use webrtc::peer_connection::{
 pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// Sent packets kept per stream for retransmission.
 const NACK_HISTORY: u16 = 256;
+/// Times a missing packet is asked for: a packet its resends could not
+/// bring is given up on (a keyframe request follows), not asked for
+/// every 20 ms until it ages out.
+const MAX_NACKS_PER_PACKET: u16 = 4;
 /// How often missing packets are asked for again.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
 /// Payload types registered (an answer follows the offer's anyway).
@@ -194,9 +198,14 @@ fn media_engine(
     // 256 sent packets kept per stream for retransmission: ~1.7 s of a
     // 1.5 Mbps composite, far past any useful round trip (the default
     // 1024 costs ~1 MB per member for nothing).
-    let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_interval(NACK_INTERVAL).build());
+    let registry =
+        Registry::new().with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build()).with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        );
     configure_simulcast_extension_headers(&mut me)?;
     // Transport-wide sequence numbers on what we send, feedback on what we
     // receive (Chromium and webrtc-rs receivers then send feedback).

@@ -6,10 +6,19 @@
 //! webrtc-rs has a pacer, but it sends everything in arrival order:
 //! behind a keyframe at 300 kbps, audio would wait for a third of a
 //! second. This one keeps two queues. The rate comes from the session
-//! through [`PacerRate`]; nothing here reads a clock (the chain hands
-//! every call its instant).
+//! through [`PacerRate`], which also tells the session how much video
+//! waits (so it can skip frames, from the encoder's side, before the
+//! queue grows old); nothing here reads a clock (the chain hands every
+//! call its instant).
+//!
+//! Retransmissions pass here too, and on a lossy bottleneck a receiver
+//! asks for the same packet again before the first resend got through:
+//! a resend of a packet already waiting, or resent in the last
+//! [`RESEND_AGAIN`], or resent [`MAX_RESENDS`] times already, is dropped,
+//! and so is any resend once the queue holds more than [`RESEND_BACKLOG`]
+//! (it would come too late to help).
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use std::collections::{HashSet, VecDeque};
@@ -19,14 +28,32 @@ use std::time::{Duration, Instant};
 
 /// Video packets held before the oldest are dropped (about 5 s at 300 kbps).
 const VIDEO_QUEUE: usize = 1500;
+/// Past this much waiting video, retransmissions are dropped.
+pub const RESEND_BACKLOG: Duration = Duration::from_millis(200);
+/// A packet is resent at most once in this long (a round trip, and then some).
+pub const RESEND_AGAIN: Duration = Duration::from_millis(200);
+/// And at most this many times.
+pub const MAX_RESENDS: u8 = 3;
+/// How long a resent packet is remembered.
+const RESENT_KEPT: Duration = Duration::from_secs(3);
 /// Most a burst may release at once, as time at the rate.
 const BURST: Duration = Duration::from_millis(5);
 /// A burst may always carry at least this (two full packets).
 const MIN_BURST_BITS: f64 = 2.0 * 1250.0 * 8.0;
 
-/// The rate a pacer sends at, bits/s, set by the session (0: not paced).
+/// The rate a pacer sends at, bits/s, set by the session (0: not
+/// paced), and what waits in it.
 #[derive(Debug, Default)]
-pub struct PacerRate(AtomicU64);
+pub struct PacerRate {
+    rate: AtomicU64,
+    queued_bits: AtomicU64,
+    dropped: AtomicU64,
+    /// Video bits that came in: first sends, and resends let through.
+    sent_bits: AtomicU64,
+    resent_bits: AtomicU64,
+    /// Drop the video waiting (asked by the session, done by the pacer).
+    flush: std::sync::atomic::AtomicBool,
+}
 
 impl PacerRate {
     /// Not paced until a rate is set.
@@ -36,12 +63,37 @@ impl PacerRate {
 
     /// Paces at `bps` from now on.
     pub fn set(&self, bps: u64) {
-        self.0.store(bps, Ordering::Relaxed);
+        self.rate.store(bps, Ordering::Relaxed);
+    }
+
+    /// Drops the video waiting now (stale: the receiver starts again on a
+    /// keyframe). Counted as dropped.
+    pub fn flush_video(&self) {
+        self.flush.store(true, Ordering::Relaxed);
     }
 
     /// The rate now.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// How long the video waiting now will take to leave.
+    pub fn backlog(&self) -> Duration {
+        let rate = self.get();
+        if rate == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(self.queued_bits.load(Ordering::Relaxed) as f64 / rate as f64)
+    }
+
+    /// Video packets dropped (queue full, resends refused).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Video bits that came in so far: first sends and resends.
+    pub fn video_bits(&self) -> (u64, u64) {
+        (self.sent_bits.load(Ordering::Relaxed), self.resent_bits.load(Ordering::Relaxed))
     }
 }
 
@@ -56,8 +108,12 @@ pub struct Pacer {
     refilled: Option<Instant>,
     released: VecDeque<TaggedPacket>,
     read: VecDeque<TaggedPacket>,
-    /// Video packets dropped because the queue was full.
-    pub dropped: u64,
+    /// Bits of video waiting.
+    queued_bits: f64,
+    /// Video packets waiting (SSRC, sequence number).
+    waiting: HashSet<(u32, u16)>,
+    /// Packets resent lately: when first and last, and how often.
+    resent: std::collections::HashMap<(u32, u16), (Instant, Instant, u8)>,
 }
 
 impl Pacer {
@@ -72,7 +128,16 @@ impl Pacer {
             refilled: None,
             released: VecDeque::new(),
             read: VecDeque::new(),
-            dropped: 0,
+            queued_bits: 0.0,
+            waiting: HashSet::new(),
+            resent: std::collections::HashMap::new(),
+        }
+    }
+
+    fn key(p: &TaggedPacket) -> Option<(u32, u16)> {
+        match &p.message.packet {
+            Packet::Rtp(rtp) => Some((rtp.header.ssrc, rtp.header.sequence_number)),
+            _ => None,
         }
     }
 
@@ -98,11 +163,25 @@ impl Pacer {
 
     /// Moves what may leave at `now` to the released queue.
     fn release(&mut self, now: Instant) {
+        if self.rate.flush.swap(false, Ordering::Relaxed) {
+            self.rate.dropped.fetch_add(self.video.len() as u64, Ordering::Relaxed);
+            // Nor are they resent when the receiver asks.
+            for p in self.video.drain(..) {
+                if let Some(k) = Self::key(&p) {
+                    self.resent.insert(k, (now, now, MAX_RESENDS));
+                }
+            }
+            self.waiting.clear();
+            self.queued_bits = 0.0;
+        }
         if self.rate.get() == 0 {
             self.released.extend(self.audio.drain(..).chain(self.video.drain(..)).map(|mut p| {
                 p.now = now;
                 p
             }));
+            self.queued_bits = 0.0;
+            self.waiting.clear();
+            self.rate.queued_bits.store(0, Ordering::Relaxed);
             return;
         }
         self.refill(now);
@@ -118,7 +197,11 @@ impl Pacer {
                 break;
             }
             self.tokens -= bits;
+            self.queued_bits = (self.queued_bits - bits).max(0.0);
             if let Some(mut p) = self.video.pop_front() {
+                if let Some(k) = Self::key(&p) {
+                    self.waiting.remove(&k);
+                }
                 p.now = now;
                 self.released.push_back(p);
             }
@@ -160,17 +243,48 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
         let now = msg.now;
         match &msg.message.packet {
             Packet::Rtp(rtp) if self.audio_ssrcs.contains(&rtp.header.ssrc) => self.audio.push_back(msg),
-            Packet::Rtp(_) => {
-                if self.video.len() >= VIDEO_QUEUE {
-                    self.video.pop_front();
-                    self.dropped += 1;
+            Packet::Rtp(rtp) => {
+                let key = (rtp.header.ssrc, rtp.header.sequence_number);
+                if msg.message.has(&Attribute::Retransmission) {
+                    let rate = self.rate.get() as f64;
+                    let backlog = if rate > 0.0 { self.queued_bits / rate } else { 0.0 };
+                    if self.resent.len() > 2048 {
+                        self.resent.retain(|_, (first, _, _)| now.saturating_duration_since(*first) <= RESENT_KEPT);
+                    }
+                    let refused = match self.resent.get(&key) {
+                        Some((_, last, n)) => *n >= MAX_RESENDS || now.saturating_duration_since(*last) < RESEND_AGAIN,
+                        None => false,
+                    };
+                    if refused || self.waiting.contains(&key) || backlog > RESEND_BACKLOG.as_secs_f64() {
+                        self.rate.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.rate.queued_bits.store(self.queued_bits as u64, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    let entry = self.resent.entry(key).or_insert((now, now, 0));
+                    entry.1 = now;
+                    entry.2 += 1;
+                    self.rate.resent_bits.fetch_add(Self::bits(&msg) as u64, Ordering::Relaxed);
+                } else {
+                    self.rate.sent_bits.fetch_add(Self::bits(&msg) as u64, Ordering::Relaxed);
                 }
+                if self.video.len() >= VIDEO_QUEUE {
+                    if let Some(old) = self.video.pop_front() {
+                        self.queued_bits = (self.queued_bits - Self::bits(&old)).max(0.0);
+                        if let Some(k) = Self::key(&old) {
+                            self.waiting.remove(&k);
+                        }
+                    }
+                    self.rate.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                self.waiting.insert(key);
+                self.queued_bits += Self::bits(&msg);
                 self.video.push_back(msg);
             }
             // RTCP (and anything else) is not paced.
             _ => self.released.push_back(msg),
         }
         self.release(now);
+        self.rate.queued_bits.store(self.queued_bits as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -180,6 +294,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.release(now);
+        self.rate.queued_bits.store(self.queued_bits as u64, Ordering::Relaxed);
         Ok(())
     }
 

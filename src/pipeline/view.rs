@@ -26,8 +26,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Least time between two keyframes forced by requests (PLI, FIR, joins).
+/// Least time between two keyframes forced by requests (PLI, FIR, joins)
+/// on the full-rate tier.
 pub const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
+/// The most a lower tier waits between forced keyframes.
+const KEYFRAME_THROTTLE_MAX: Duration = Duration::from_millis(600);
+
+/// Least time between forced keyframes on a tier of `bitrate` in a view
+/// of `full` bits/s: a keyframe costs several frames' worth of bits, and
+/// on a tier for thin links a receiver that keeps asking (its link loses
+/// packets) must not turn the tier into keyframes only. Scaled by the
+/// rate, from [`KEYFRAME_THROTTLE`] at the full rate to at most 600 ms.
+pub fn keyframe_throttle(bitrate: u32, full: u32) -> Duration {
+    let scale = full.max(1) as f64 / bitrate.max(1) as f64;
+    KEYFRAME_THROTTLE.mul_f64(scale.max(1.0)).min(KEYFRAME_THROTTLE_MAX)
+}
 
 /// An encoded frame on its way to the members of a tier.
 #[derive(Debug)]
@@ -49,6 +62,9 @@ struct Subscriber {
     level: u8,
     /// Nothing until a keyframe of its tier.
     waiting: bool,
+    /// The tier it moves to: it keeps watching `level` until a keyframe
+    /// of this one comes, so a move shows no gap.
+    next: Option<u8>,
 }
 
 /// Counters of one view.
@@ -75,6 +91,9 @@ struct Shared {
     tiers: Mutex<Vec<Shape>>,
     /// Tiers (levels) a keyframe was asked for.
     keyframes: Mutex<BTreeSet<u8>>,
+    /// Tiers a member moves to or must start again on: their keyframes
+    /// wait only [`KEYFRAME_THROTTLE`], whatever the tier's rate.
+    resyncs: Mutex<BTreeSet<u8>>,
     stop: AtomicBool,
 }
 
@@ -109,6 +128,7 @@ impl View {
             subscribers: Mutex::new(Vec::new()),
             tiers: Mutex::new(vec![Shape::for_level(&rate, 0)]),
             keyframes: Mutex::new(BTreeSet::new()),
+            resyncs: Mutex::new(BTreeSet::new()),
             stop: AtomicBool::new(false),
         });
         let stats = Arc::new(ViewStats::default());
@@ -134,7 +154,7 @@ impl View {
         let level = lock(&self.shared.tiers).first().map_or(0, |t| t.level);
         let mut subs = lock(&self.shared.subscribers);
         subs.retain(|s| s.peer != peer);
-        subs.push(Subscriber { peer: peer.to_owned(), tx, level, waiting: true });
+        subs.push(Subscriber { peer: peer.to_owned(), tx, level, waiting: true, next: None });
     }
 
     /// Removes a member.
@@ -149,24 +169,31 @@ impl View {
 
     /// Runs these tiers (best first) and puts each member on its tier
     /// (`levels`; members not named keep theirs). A member that moves
-    /// waits for a keyframe of its new tier, which is asked for.
+    /// keeps its old tier until a keyframe of the new one, which is asked
+    /// for; if its old tier is gone, it waits for that keyframe.
     pub fn set_tiers(&self, tiers: Vec<Shape>, levels: &std::collections::BTreeMap<String, u8>) {
         let known: BTreeSet<u8> = tiers.iter().map(|t| t.level).collect();
         let best = tiers.first().map_or(0, |t| t.level);
         *lock(&self.shared.tiers) = tiers;
         let mut moved = BTreeSet::new();
         for s in lock(&self.shared.subscribers).iter_mut() {
-            let mut level = levels.get(&s.peer).copied().unwrap_or(s.level);
+            let mut level = levels.get(&s.peer).copied().unwrap_or(s.next.unwrap_or(s.level));
             if !known.contains(&level) {
                 level = best;
             }
-            if level != s.level {
+            if level == s.level {
+                s.next = None;
+            } else if !known.contains(&s.level) || s.waiting {
                 s.level = level;
+                s.next = None;
                 s.waiting = true;
+                moved.insert(level);
+            } else if s.next != Some(level) {
+                s.next = Some(level);
                 moved.insert(level);
             }
         }
-        lock(&self.shared.keyframes).extend(moved);
+        lock(&self.shared.resyncs).extend(moved);
     }
 
     /// The tier level `peer` watches.
@@ -180,10 +207,26 @@ impl View {
         lock(&self.shared.keyframes).extend(levels);
     }
 
-    /// Asks `peer`'s tier for a keyframe soon (throttled per tier).
+    /// Asks `peer`'s tier for a keyframe soon (throttled per tier, more
+    /// on lower tiers: see [`keyframe_throttle`]).
     pub fn request_keyframe_for(&self, peer: &str) {
         if let Some(level) = self.level_of(peer) {
             lock(&self.shared.keyframes).insert(level);
+        }
+    }
+
+    /// Starts `peer` again on a keyframe of its tier: it gets nothing
+    /// until one comes, and that comes soon whatever the tier's rate (for
+    /// a member whose downstream skipped frames to catch up with its link).
+    pub fn resync(&self, peer: &str) {
+        let mut subs = lock(&self.shared.subscribers);
+        if let Some(s) = subs.iter_mut().find(|s| s.peer == peer) {
+            tracing::debug!(peer, level = s.level, next = ?s.next, "resync");
+            s.waiting = true;
+            if let Some(next) = s.next.take() {
+                s.level = next;
+            }
+            lock(&self.shared.resyncs).insert(s.level);
         }
     }
 }
@@ -307,9 +350,12 @@ impl Worker {
             self.stats.render_us.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
             draws += 1;
             self.sync_tiers(&mut encoders);
-            let watched: BTreeSet<u8> = lock(&self.shared.subscribers).iter().map(|s| s.level).collect();
+            let watched: BTreeSet<u8> =
+                lock(&self.shared.subscribers).iter().flat_map(|s| std::iter::once(s.level).chain(s.next)).collect();
             let asked = std::mem::take(&mut *lock(&self.shared.keyframes));
+            let resyncs = std::mem::take(&mut *lock(&self.shared.resyncs));
             let mut still_asked = BTreeSet::new();
+            let mut still_resync = BTreeSet::new();
             for tier in encoders.iter_mut() {
                 let level = tier.shape.level;
                 if !watched.contains(&level) {
@@ -317,8 +363,16 @@ impl Worker {
                     tier.encoder.force_keyframe();
                     continue;
                 }
-                if asked.contains(&level) {
+                if resyncs.contains(&level) {
                     if tier.last_forced.is_none_or(|t| began - t >= KEYFRAME_THROTTLE) {
+                        tier.last_forced = Some(began);
+                        tier.encoder.force_keyframe();
+                    } else {
+                        still_resync.insert(level);
+                    }
+                } else if asked.contains(&level) {
+                    let throttle = keyframe_throttle(tier.shape.bitrate, self.key.bitrate);
+                    if tier.last_forced.is_none_or(|t| began - t >= throttle) {
                         tier.last_forced = Some(began);
                         tier.encoder.force_keyframe();
                     } else {
@@ -357,10 +411,21 @@ impl Worker {
                 tier.last_sent = Some(began);
                 let frame = Arc::new(encoded);
                 let mut subs = lock(&self.shared.subscribers);
-                for s in subs.iter_mut().filter(|s| s.level == level) {
+                for s in subs.iter_mut().filter(|s| s.level == level || s.next == Some(level)) {
+                    if s.next == Some(level) {
+                        if !frame.keyframe {
+                            continue;
+                        }
+                        s.level = level;
+                        s.next = None;
+                        s.waiting = false;
+                    } else if s.next.is_some() && s.waiting {
+                        // Gone from this tier, its next has not started.
+                        continue;
+                    }
                     if s.waiting {
                         if !frame.keyframe {
-                            still_asked.insert(level);
+                            still_resync.insert(level);
                             continue;
                         }
                         s.waiting = false;
@@ -375,6 +440,7 @@ impl Worker {
                 tracing::trace!(level, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
             }
             lock(&self.shared.keyframes).extend(still_asked);
+            lock(&self.shared.resyncs).extend(still_resync);
         }
         tracing::debug!("view stopped");
     }

@@ -78,6 +78,9 @@ pub enum SessionEvent {
     VideoStarted,
     /// The member asked for a keyframe of its view.
     KeyframeRequest,
+    /// The member's downstream skipped frames: it starts again on a
+    /// keyframe, soon.
+    Resync,
     /// The member's video is refused (it stays in the room).
     VideoRefused(ProtocolError),
     /// What the member's downstream link carries.
@@ -352,6 +355,11 @@ impl RoomTask {
                             view.request_keyframe_for(&peer);
                         }
                     }
+                    SessionEvent::Resync => {
+                        if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
+                            view.resync(&peer);
+                        }
+                    }
                     SessionEvent::Lost(reason) => {
                         tracing::info!(peer = %peer, %reason, "session lost");
                         self.room.leave(now, &peer, Leave::Lost(reason));
@@ -591,6 +599,8 @@ impl RoomTask {
                     DownstreamState {
                         estimate: link.estimate,
                         source: link.source.as_str().to_owned(),
+                        loss: (link.loss * 1000.0).round() / 10.0,
+                        rtt_ms: link.rtt.map(|r| r.as_millis() as u32),
                         tier: shape.level,
                         bitrate: shape.bitrate,
                         width: shape.width,
@@ -652,8 +662,14 @@ impl RoomTask {
 /// shows itself within a second or two), never under 50 kbps, at most
 /// three times the start.
 fn estimate_bounds(view_bitrate: u32, audio_bitrate: u32) -> crate::bwe::estimate::Config {
-    let initial = ((view_bitrate as f64 + audio_bitrate as f64) / 0.9 * 1.1) as u32;
-    crate::bwe::estimate::Config { initial, min: 50_000, max: initial.saturating_mul(3) }
+    let full = crate::bwe::tiers::estimate_for(view_bitrate, audio_bitrate);
+    let initial = (full as f64 * 1.05) as u32;
+    crate::bwe::estimate::Config {
+        initial,
+        min: 50_000,
+        max: initial.saturating_mul(3),
+        audio: crate::bwe::tiers::audio_wire(audio_bitrate),
+    }
 }
 
 /// Why a message could not be routed to a room (for the dispatcher).

@@ -238,8 +238,18 @@ async fn run(
         apply_candidate(&s, &pc, c).await;
     }
     let mut tasks = Vec::new();
+    // Video bytes handed to the track (what the estimate may probe above).
+    let video_sent = Arc::new(AtomicU64::new(0));
     if let Some((track, ssrc, pt)) = video_track {
-        tasks.push(tokio::spawn(write_video(track.clone(), ssrc, pt, video_rx).in_current_span()));
+        let (room_tx, peer, generation) = (s.room_tx.clone(), s.peer.clone(), s.generation);
+        let ask = move || {
+            let ev = RoomEvent::Session { peer: peer.clone(), generation, event: SessionEvent::Resync };
+            let _ = room_tx.try_send(ev);
+        };
+        let pacer = downstream.as_ref().map(|d| d.pacer.clone());
+        tasks.push(tokio::spawn(
+            write_video(track.clone(), ssrc, pt, video_rx, video_sent.clone(), pacer, ask).in_current_span(),
+        ));
         let room_tx = s.room_tx.clone();
         let (peer, generation) = (s.peer.clone(), s.generation);
         tasks.push(tokio::spawn(
@@ -271,6 +281,7 @@ async fn run(
     let mut fold = tokio::time::interval(ESTIMATE_EVERY);
     fold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: Option<(LinkReport, Instant)> = None;
+    let mut sent_window: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -310,6 +321,17 @@ async fn run(
                 for (at, f) in d.feedback.take() {
                     est.feed(at.saturating_duration_since(ctx.started), f);
                 }
+                let total = video_sent.load(Ordering::Relaxed);
+                sent_window.push_back((Instant::now(), total));
+                while sent_window.len() > 2 && sent_window[0].0.elapsed() > Duration::from_secs(1) {
+                    sent_window.pop_front();
+                }
+                if let (Some(first), Some(last)) = (sent_window.front(), sent_window.back()) {
+                    let secs = last.0.saturating_duration_since(first.0).as_secs_f64();
+                    if secs >= 0.5 {
+                        est.sending(((last.1 - first.1) as f64 * 8.0 / secs) as u32);
+                    }
+                }
                 let now = ctx.started.elapsed();
                 let (estimate, source) = est.estimate(now);
                 d.pacer.set(estimate as u64);
@@ -319,7 +341,7 @@ async fn run(
                     change >= REPORT_CHANGE || link.source != last.source || at.elapsed() >= REPORT_EVERY
                 });
                 if due {
-                    tracing::trace!(?link, "downstream");
+                    tracing::debug!(estimate = link.estimate, source = link.source.as_str(), loss = link.loss, rtt = ?link.rtt, backlog = ?d.pacer.backlog(), pacer_dropped = d.pacer.dropped(), video_bits = ?d.pacer.video_bits(), "downstream");
                     reported = Some((link, Instant::now()));
                     report(&s, SessionEvent::Downstream(link)).await;
                 }
@@ -457,9 +479,53 @@ async fn apply_candidate(s: &SessionStart, pc: &Arc<dyn PeerConnection>, c: Cand
     }
 }
 
-async fn write_video(track: Arc<TrackLocalStaticSample>, ssrc: u32, pt: u8, mut rx: mpsc::Receiver<Arc<EncodedFrame>>) {
+/// Video waiting in the pacer longer than this is stale: frames are
+/// skipped (from the encoder's side, whole) until a keyframe.
+const MAX_BACKLOG: Duration = Duration::from_millis(400);
+
+/// Writes the member's view to its track. When the pacer holds more
+/// than [`MAX_BACKLOG`] (the link carries less than the tier sends, for a
+/// moment: the estimate has just fallen), the video waiting in the pacer
+/// is dropped and frames are skipped until a keyframe, asked for at once
+/// (`resync`): late video is worth less than none. Skipped time is added
+/// to the next frame's timestamp step.
+async fn write_video(
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+    mut rx: mpsc::Receiver<Arc<EncodedFrame>>,
+    sent: Arc<AtomicU64>,
+    pacer: Option<Arc<crate::peer::pacer::PacerRate>>,
+    resync: impl Fn(),
+) {
+    let mut skipping = false;
+    let mut skipped = Duration::ZERO;
+    let mut asked: Option<Instant> = None;
     while let Some(frame) = rx.recv().await {
-        let sample = Sample { data: frame.data.clone(), duration: frame.duration, ..Sample::new(Instant::now()) };
+        let backlog = pacer.as_ref().map_or(Duration::ZERO, |p| p.backlog());
+        if backlog > MAX_BACKLOG && !skipping {
+            tracing::debug!(?backlog, "pacer backlog: stale video dropped, frames skipped until a keyframe");
+            skipping = true;
+            if let Some(p) = &pacer {
+                p.flush_video();
+            }
+        }
+        if skipping {
+            if frame.keyframe {
+                tracing::debug!(?backlog, "skipping ends on a keyframe");
+                skipping = false;
+            } else {
+                skipped += frame.duration;
+                if asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+                    asked = Some(Instant::now());
+                    resync();
+                }
+                continue;
+            }
+        }
+        sent.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        let duration = frame.duration + std::mem::take(&mut skipped);
+        let sample = Sample { data: frame.data.clone(), duration, ..Sample::new(Instant::now()) };
         if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
             tracing::debug!(error = %e, "video write failed; writer stops");
             break;

@@ -502,7 +502,7 @@ pub struct CanvasState {
 }
 
 /// One participant in the room state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantState {
     /// Peer id.
     pub peer: String,
@@ -524,12 +524,16 @@ pub struct ParticipantState {
 
 /// A member's downstream: the estimate of what its link carries and the
 /// tier of its view it is given.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DownstreamState {
     /// Estimate, bits/s.
     pub estimate: u32,
     /// What the estimate comes from: `twcc`, `remb` or `loss`.
     pub source: String,
+    /// Loss in the receiver's last report, percent.
+    pub loss: f64,
+    /// Round trip, milliseconds, if known.
+    pub rtt_ms: Option<u32>,
     /// The tier's level (0: the view's full rate).
     pub tier: u8,
     /// The tier's video bitrate.

@@ -1,17 +1,40 @@
-//! A lossy UDP relay for impairment tests: a client sends to the relay,
-//! which forwards to the server (and back) dropping a share of the packets
-//! at random in each direction.
+//! A UDP relay for impairment tests: a client sends to the relay, which
+//! forwards to the server and back. It can drop a share of the packets at
+//! random in each direction (loss), and it can make the way back to the
+//! client a bottleneck: a token bucket at a set rate in front of a
+//! bounded queue (packets that find the queue full are lost), like a slow
+//! link. The cap can change while media flows.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Packets forwarded and dropped, both directions.
+/// Packets and bytes forwarded and dropped.
 #[derive(Default)]
 pub struct RelayStats {
     pub forwarded: AtomicU64,
     pub dropped: AtomicU64,
+    /// Server to client only.
+    pub down_forwarded: AtomicU64,
+    pub down_dropped: AtomicU64,
+    pub down_bytes: AtomicU64,
+}
+
+/// A bottleneck: rate and how long its queue may be.
+#[derive(Clone, Copy, Debug)]
+pub struct Cap {
+    pub bps: u64,
+    pub queue: Duration,
+}
+
+struct Bottleneck {
+    cap: Option<Cap>,
+    queue: VecDeque<Vec<u8>>,
+    queued_bytes: usize,
+    tokens: f64,
+    refilled: Instant,
 }
 
 pub struct LossyRelay {
@@ -19,12 +42,40 @@ pub struct LossyRelay {
     pub stats: Arc<RelayStats>,
     stop: Arc<AtomicBool>,
     routes: Mutex<Vec<(SocketAddr, SocketAddr)>>,
+    down: Arc<Mutex<Bottleneck>>,
 }
 
 impl LossyRelay {
     /// A relay that drops `loss` (0..1) of the packets each way.
     pub fn new(loss: f64) -> Arc<Self> {
-        Arc::new(Self { loss, stats: Arc::default(), stop: Arc::default(), routes: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            loss,
+            stats: Arc::default(),
+            stop: Arc::default(),
+            routes: Mutex::new(Vec::new()),
+            down: Arc::new(Mutex::new(Bottleneck {
+                cap: None,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                tokens: 0.0,
+                refilled: Instant::now(),
+            })),
+        })
+    }
+
+    /// A lossless relay whose way back to the client is capped (or not).
+    pub fn capped(cap: Option<Cap>) -> Arc<Self> {
+        let r = Self::new(0.0);
+        r.set_cap(cap);
+        r
+    }
+
+    /// Changes the bottleneck on the way back to the client.
+    pub fn set_cap(&self, cap: Option<Cap>) {
+        let mut b = self.down.lock().unwrap();
+        b.cap = cap;
+        b.tokens = 0.0;
+        b.refilled = Instant::now();
     }
 
     /// The relay address that reaches `server` (made on first use).
@@ -36,63 +87,117 @@ impl LossyRelay {
         let front = UdpSocket::bind("127.0.0.1:0").unwrap();
         let back = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&front, &back] {
-            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         }
         let addr = front.local_addr().unwrap();
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let (f2, b2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+        let (f2, b2, f3) = (front.try_clone().unwrap(), back.try_clone().unwrap(), front.try_clone().unwrap());
+        let (stop, stats, loss) = (self.stop.clone(), self.stats.clone(), self.loss);
         // client -> server
-        self.spawn(
-            front,
-            move |buf, from, rng, me| {
-                *me.1.lock().unwrap() = Some(from);
-                if !rng.lose() {
-                    let _ = b2.send_to(buf, server);
-                    return true;
-                }
-                false
-            },
-            client.clone(),
-        );
-        // server -> client
-        self.spawn(
-            back,
-            move |buf, _from, rng, me| {
-                if let Some(c) = *me.1.lock().unwrap() {
-                    if !rng.lose() {
-                        let _ = f2.send_to(buf, c);
-                        return true;
+        {
+            let (client, stop, stats) = (client.clone(), stop.clone(), stats.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(front.local_addr().unwrap().port(), loss);
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *client.lock().unwrap() = Some(from);
+                        if rng.lose() {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            let _ = b2.send_to(&buf[..n], server);
+                            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-                false
-            },
-            client,
-        );
+            });
+        }
+        // server -> client: through the bottleneck.
+        {
+            let (client, stop, stats, down) = (client.clone(), stop.clone(), stats.clone(), self.down.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(back.local_addr().unwrap().port(), loss);
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, _)) = back.recv_from(&mut buf) {
+                        if rng.lose() {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            stats.down_dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        let mut b = down.lock().unwrap();
+                        match b.cap {
+                            None => {
+                                drop(b);
+                                if let Some(c) = *client.lock().unwrap() {
+                                    let _ = f2.send_to(&buf[..n], c);
+                                    stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                                    stats.down_forwarded.fetch_add(1, Ordering::Relaxed);
+                                    stats.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                                }
+                            }
+                            Some(cap) => {
+                                let limit = (cap.bps as f64 / 8.0 * cap.queue.as_secs_f64()) as usize;
+                                if b.queued_bytes + n > limit.max(1500) {
+                                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                    stats.down_dropped.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    b.queued_bytes += n;
+                                    b.queue.push_back(buf[..n].to_vec());
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        // The bottleneck's drain: sends queued packets as the tokens allow,
+        // from the relay's front address.
+        {
+            let (stop, stats, down) = (stop, stats, self.down.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut out = Vec::new();
+                    {
+                        let mut b = down.lock().unwrap();
+                        match b.cap {
+                            Some(cap) => {
+                                let now = Instant::now();
+                                let dt = now.saturating_duration_since(b.refilled).as_secs_f64();
+                                b.refilled = now;
+                                // At most two packets' worth of burst.
+                                b.tokens = (b.tokens + dt * cap.bps as f64 / 8.0).min(3000.0);
+                                while b.queue.front().is_some_and(|p| p.len() as f64 <= b.tokens) {
+                                    let Some(p) = b.queue.pop_front() else { break };
+                                    b.tokens -= p.len() as f64;
+                                    b.queued_bytes -= p.len();
+                                    out.push(p);
+                                }
+                            }
+                            None => {
+                                // Cap lifted: what waits goes at once.
+                                b.queued_bytes = 0;
+                                out.extend(b.queue.drain(..));
+                            }
+                        }
+                    }
+                    let to = *client.lock().unwrap();
+                    for p in &out {
+                        if let Some(c) = to {
+                            let _ = f3.send_to(p, c);
+                            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                            stats.down_forwarded.fetch_add(1, Ordering::Relaxed);
+                            stats.down_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    if out.is_empty() {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }
+            });
+        }
         routes.push((server, addr));
         addr
-    }
-
-    fn spawn(
-        self: &Arc<Self>,
-        socket: UdpSocket,
-        forward: impl Fn(&[u8], SocketAddr, &mut Rng, &(u8, Arc<Mutex<Option<SocketAddr>>>)) -> bool + Send + 'static,
-        client: Arc<Mutex<Option<SocketAddr>>>,
-    ) {
-        let (stop, stats, loss) = (self.stop.clone(), self.stats.clone(), self.loss);
-        std::thread::spawn(move || {
-            let mut rng = Rng { state: socket.local_addr().unwrap().port() as u64 | 1, loss };
-            let me = (0u8, client);
-            let mut buf = vec![0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    if forward(&buf[..n], from, &mut rng, &me) {
-                        stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        });
     }
 }
 
@@ -108,7 +213,14 @@ pub struct Rng {
 }
 
 impl Rng {
+    fn new(seed: u16, loss: f64) -> Self {
+        Self { state: seed as u64 | 1, loss }
+    }
+
     fn lose(&mut self) -> bool {
+        if self.loss <= 0.0 {
+            return false;
+        }
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
