@@ -292,9 +292,9 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
                 let frozen: Duration = clients.iter().map(|c| c.stats().frozen).sum();
                 let freezes: u64 = clients.iter().map(|c| c.stats().freezes).sum();
                 // What the server says the first client's link gets.
-                let downstream = clients[0]
-                    .room_state()
-                    .and_then(|s| s.participants.into_iter().find(|p| p.peer == clients[0].peer()))
+                let downstream = clients
+                    .first()
+                    .and_then(|c| c.room_state().and_then(|s| s.participants.into_iter().find(|p| p.peer == c.peer())))
                     .and_then(|p| p.downstream)
                     .map_or(String::new(), |d| {
                         format!(
