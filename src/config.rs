@@ -3,7 +3,7 @@
 
 use clap::Args;
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Embedded broker's websocket port for browsers (MQTT 3.1.1 over ws) [default: 8083].
     #[arg(long, env = "TESSERA_BROKER_WS_PORT")]
     pub broker_ws_port: Option<u16>,
+    /// Mosquitto password file (`mosquitto_passwd`) the embedded broker
+    /// checks logins against; each client's id must be its user name.
+    /// Required to bind the embedded broker beyond loopback.
+    #[arg(long, env = "TESSERA_BROKER_PASSWORDS")]
+    pub broker_passwords: Option<PathBuf>,
     /// Topic root [default: tessera].
     #[arg(long, env = "TESSERA_TOPIC_ROOT")]
     pub topic_root: Option<String>,
@@ -88,6 +93,16 @@ pub struct ServeArgs {
     /// Credential for the TURN servers given with --ice-server.
     #[arg(long, env = "TESSERA_ICE_CREDENTIAL")]
     pub ice_credential: Option<String>,
+
+    /// Address of the HTTP listener (join page, /metrics), or `off`
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "TESSERA_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// The broker's websocket URL the join page connects to, e.g.
+    /// wss://broker.example:8084/mqtt [default with the embedded broker:
+    /// its websocket port on the page's host].
+    #[arg(long, env = "TESSERA_PAGE_MQTT_URL")]
+    pub page_mqtt_url: Option<String>,
 
     /// Folder of layout files [default: layouts].
     #[arg(long, env = "TESSERA_LAYOUTS")]
@@ -144,6 +159,7 @@ struct FileConfig {
     broker_bind: Option<IpAddr>,
     broker_port: Option<u16>,
     broker_ws_port: Option<u16>,
+    broker_passwords: Option<PathBuf>,
     topic_root: Option<String>,
     legacy_topic: Option<String>,
     server_id: Option<String>,
@@ -152,6 +168,8 @@ struct FileConfig {
     public_ip: Option<IpAddr>,
     #[serde(default)]
     ice_servers: Vec<IceServer>,
+    http_addr: Option<String>,
+    page_mqtt_url: Option<String>,
     layouts: Option<PathBuf>,
     layout: Option<String>,
     video_bitrate: Option<u32>,
@@ -178,6 +196,8 @@ pub enum Broker {
         port: u16,
         /// Websocket port.
         ws_port: u16,
+        /// Password file, if logins are checked.
+        passwords: Option<PathBuf>,
     },
     /// Connect to this broker.
     External {
@@ -207,6 +227,10 @@ pub struct ServerConfig {
     pub public_ip: Option<IpAddr>,
     /// STUN/TURN.
     pub ice_servers: Vec<IceServer>,
+    /// HTTP listener, if any.
+    pub http: Option<SocketAddr>,
+    /// The websocket URL the join page is given.
+    pub page_mqtt_url: Option<String>,
     /// Layout folder.
     pub layouts: PathBuf,
     /// Default layout.
@@ -250,11 +274,23 @@ impl ServeArgs {
                 }
                 Broker::External { url, ca: self.mqtt_ca.or(file.mqtt_ca) }
             }
-            None => Broker::Embedded {
-                bind: self.broker_bind.or(file.broker_bind).unwrap_or(IpAddr::from([127, 0, 0, 1])),
-                port: self.broker_port.or(file.broker_port).unwrap_or(1883),
-                ws_port: self.broker_ws_port.or(file.broker_ws_port).unwrap_or(8083),
-            },
+            None => {
+                let bind = self.broker_bind.or(file.broker_bind).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                let passwords = self.broker_passwords.or(file.broker_passwords);
+                if !bind.is_loopback() && passwords.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "the embedded broker would listen on {bind} with no login at all: give it a password \
+                         file (--broker-passwords, written by mosquitto_passwd), or keep it on 127.0.0.1; \
+                         per-topic ACLs need Mosquitto or NATS (--mqtt-url)"
+                    )));
+                }
+                Broker::Embedded {
+                    bind,
+                    port: self.broker_port.or(file.broker_port).unwrap_or(1883),
+                    ws_port: self.broker_ws_port.or(file.broker_ws_port).unwrap_or(8083),
+                    passwords,
+                }
+            }
         };
         let topic_root = self.topic_root.or(file.topic_root).unwrap_or_else(|| "tessera".into());
         if topic_root.is_empty() || topic_root.contains(['+', '#']) || topic_root.ends_with('/') {
@@ -295,6 +331,19 @@ impl ServeArgs {
                 }
             }
         }
+        let http = match self.http_addr.or(file.http_addr).as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            Some("off") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                ConfigError::Invalid(format!("HTTP address `{a}`: expected IP:PORT, e.g. 127.0.0.1:8080, or off"))
+            })?),
+        };
+        let page_mqtt_url = self.page_mqtt_url.or(file.page_mqtt_url);
+        if let Some(u) = &page_mqtt_url {
+            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!("page MQTT URL `{u}` must start with ws:// or wss://")));
+            }
+        }
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError::Invalid(format!("{name} must be above 0")))
@@ -311,6 +360,8 @@ impl ServeArgs {
             udp_ports,
             public_ip: self.public_ip.or(file.public_ip),
             ice_servers,
+            http,
+            page_mqtt_url,
             layouts: self.layouts.or(file.layouts).unwrap_or_else(|| PathBuf::from("layouts")),
             layout: self.layout.or(file.layout).unwrap_or_else(|| "grid".into()),
             video_bitrate: positive(
@@ -382,10 +433,16 @@ mod tests {
     #[test]
     fn defaults_are_an_embedded_broker_on_loopback() {
         let c = ServeArgs::default().resolve().unwrap();
-        assert_eq!(c.broker, Broker::Embedded { bind: IpAddr::from([127, 0, 0, 1]), port: 1883, ws_port: 8083 });
+        assert_eq!(
+            c.broker,
+            Broker::Embedded { bind: IpAddr::from([127, 0, 0, 1]), port: 1883, ws_port: 8083, passwords: None }
+        );
         assert_eq!(c.topic_root, "tessera");
         assert_eq!(c.layout, "grid");
         assert_eq!(c.max_participants, 16);
+        assert_eq!(c.http, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        let off = ServeArgs { http_addr: Some("off".into()), ..Default::default() }.resolve().unwrap();
+        assert_eq!(off.http, None);
     }
 
     #[test]
@@ -414,9 +471,12 @@ mod tests {
             (ServeArgs { udp_ports: Some("5-1".into()), ..Default::default() }, "FIRST-LAST"),
             (ServeArgs { topic_root: Some("a/#".into()), ..Default::default() }, "wildcards"),
             (ServeArgs { max_rooms: Some(0), ..Default::default() }, "max rooms"),
+            (ServeArgs { broker_bind: Some(IpAddr::from([0, 0, 0, 0])), ..Default::default() }, "no login at all"),
             (ServeArgs { ice_servers: vec!["http://x".into()], ..Default::default() }, "stun:"),
             (ServeArgs { server_id: Some("a b".into()), ..Default::default() }, "server id"),
             (ServeArgs { max_ingest: Some("huge".into()), ..Default::default() }, "WIDTHxHEIGHT"),
+            (ServeArgs { http_addr: Some("8080".into()), ..Default::default() }, "IP:PORT"),
+            (ServeArgs { page_mqtt_url: Some("mqtt://x".into()), ..Default::default() }, "ws://"),
         ] {
             let e = args.resolve().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");

@@ -8,6 +8,7 @@
 pub mod bwe;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod layout;
 pub mod media;
 pub mod peer;

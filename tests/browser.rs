@@ -1,124 +1,171 @@
-//! A browser we did not write: Debian's headless Chromium (fake camera fed
-//! from a Y4M file, fake microphone), driven by playwright-core, joins a
-//! room from a test page speaking protocol v1 with MQTT.js over the
-//! embedded broker's websocket listener. Both directions are checked: the
-//! server decodes Chromium's H.264 (its tile shows the file's colour in
-//! another participant's composite), and Chromium decodes the composite
-//! (its framesDecoded grows and its pixels show the other participant).
+//! The join page in a browser we did not write: two Debian Chromium
+//! instances (each with its own fake camera file and fake microphone tone)
+//! open `tessera serve`'s own page, served by its HTTP listener, and join
+//! a room with a capture client. MQTT.js carries the signaling over the
+//! embedded broker's websocket listener. Checked as a person would notice:
+//! each page shows the others' pictures and plays their sound (not its
+//! own), the mute button silences a page in the others' mix, the layout
+//! picker changes the room's layout, and Leave takes a page out of the
+//! others' composites at once.
 
 mod common;
 
+use common::browser::{solid_y4m, tone_wav, Chromium};
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tessera::media::color::Rgb;
-use tessera::media::compositor::placements;
-use tessera::media::frame::VideoFrame;
-use tessera::media::pattern::palette;
+use tessera::media::pattern::{palette, tone_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A Y4M file of `frames` flat 320x240 pictures in `color`.
-fn solid_y4m(path: &Path, color: Rgb, frames: usize) {
-    let frame = VideoFrame::new(320, 240, color.to_yuv()).unwrap();
-    let f = frame.as_frame();
-    let pack = |p: &tessera::media::frame::PlaneRef<'_>| -> Vec<u8> {
-        (0..p.height()).flat_map(|y| p.row(y).to_vec()).collect()
-    };
-    let (y, u, v) = (pack(&f.y), pack(&f.u), pack(&f.v));
-    let file = std::fs::File::create(path).unwrap();
-    let mut enc = y4m::encode(320, 240, y4m::Ratio::new(30, 1))
-        .with_colorspace(y4m::Colorspace::C420)
-        .write_header(file)
-        .unwrap();
-    for _ in 0..frames {
-        enc.write_frame(&y4m::Frame::new([&y, &u, &v], None)).unwrap();
-    }
+/// A page's tone (-12 dBFS in its WAV) as the desk client hears it after
+/// Chromium's audio processing and the mix: -25 to -35 dB; a muted or
+/// missing tone sits far below.
+const HEARD: f64 = -40.0;
+
+fn js_rgb(c: Rgb) -> String {
+    format!("[{},{},{}]", c.r, c.g, c.b)
 }
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+/// Share of page `id`'s composite near each colour.
+async fn shares(b: &mut Chromium, id: &str, colours: &[Rgb]) -> Vec<f64> {
+    let mut out = vec![];
+    for c in colours {
+        out.push(b.number(id, &format!("tessera.colourShare({})", js_rgb(*c))).await);
+    }
+    out
+}
+
+/// Level (dB) of each tone in what page `id` hears.
+async fn levels(b: &mut Chromium, id: &str, tones: &[f64]) -> Vec<f64> {
+    let mut out = vec![];
+    for t in tones {
+        out.push(b.number(id, &format!("tessera.toneLevel({t})")).await);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_joins_and_both_directions_work() {
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs Chromium and tests/browser/node_modules: run scripts/install-deps"
-    );
+async fn two_pages_and_a_client_share_a_call() {
     let server = Server::start(&[]);
-    let desk = join(server.client("b1", "desk", 0)).await;
-
-    let y4m = std::env::temp_dir().join(format!("tessera-chromium-{}.y4m", free_port()));
-    let blue = palette(2);
-    solid_y4m(&y4m, blue, 30);
-
-    // Where the composite puts desk (first) and Chromium (second).
+    let desk = join(server.client("web", "desk", 0)).await;
     let grid = layout(&server, "grid");
-    let tiles = placements(&grid, &[0, 1], None, 640, 360);
-    let centre = |id: u64| {
-        let p = tiles.iter().find(|p| p.id == id).unwrap();
-        (p.inner.x + p.inner.w / 2, p.inner.y + p.inner.h / 2)
-    };
-    let points = format!("{},{};{},{}", centre(0).0, centre(0).1, centre(1).0, centre(1).1);
 
-    let ws = format!("ws://127.0.0.1:{}/mqtt", server.ws_port);
-    let node = {
-        let (y4m, points) = (y4m.clone(), points.clone());
-        tokio::task::spawn_blocking(move || {
-            Command::new("node")
-                .arg(browser_dir().join("run.mjs"))
-                .args([
-                    "--ws",
-                    &ws,
-                    "--room",
-                    "b1",
-                    "--peer",
-                    "chromium",
-                    "--points",
-                    &points,
-                    "--frames",
-                    "30",
-                    "--timeout",
-                    "60000",
-                ])
-                .arg("--y4m")
-                .arg(&y4m)
-                .output()
-                .expect("node")
-        })
-    };
+    let dir = std::env::temp_dir().join(format!("tessera-page-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (red, blue, yellow) = (palette(0), palette(2), palette(3));
+    let (desk_hz, a_hz, b_hz) = (tone_for(0), tone_for(2), tone_for(3));
+    let mut browser = Chromium::start();
+    for (id, colour, hz) in [("a", blue, a_hz), ("b", yellow, b_hz)] {
+        let (y4m, wav) = (dir.join(format!("{id}.y4m")), dir.join(format!("{id}.wav")));
+        solid_y4m(&y4m, colour, 30);
+        tone_wav(&wav, hz, 4.0);
+        let url = format!(
+            "http://127.0.0.1:{}/room/web?autojoin=1&audio=raw&peer=page-{id}&name=Page%20{id}",
+            server.http_port
+        );
+        browser.open(id, &url, &y4m, &wav).await;
+    }
 
-    // The server decodes Chromium's H.264: desk sees a blue tile where Chromium sits.
-    let colors = vec![("desk".to_string(), palette(0)), ("chromium".to_string(), blue)];
-    eventually(LIMIT, "desk sees Chromium's camera", || {
+    // The server decodes both pages' cameras: desk sees them in their tiles.
+    let colours = vec![("desk".to_string(), red), ("page-a".to_string(), blue), ("page-b".to_string(), yellow)];
+    eventually(LIMIT, "desk sees both pages' cameras", || {
         let s = desk.room_state().ok_or("no state")?;
-        (s.participants.len() == 2).then_some(()).ok_or(format!("{} participants", s.participants.len()))?;
-        check_tiles(&desk, &s, &grid, &colors)
+        (s.participants.len() == 3).then_some(()).ok_or(format!("{} participants", s.participants.len()))?;
+        check_tiles(&desk, &s, &grid, &colours)
     })
     .await;
 
-    let out = node.await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line =
-        stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-            panic!("no result from the browser:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))
-        });
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(r["ok"], true, "browser run failed: {r:#}\n{}", server.log_text());
-    let (first, second) = (&r["first"], &r["second"]);
-    assert!(second["framesDecoded"].as_u64() > first["framesDecoded"].as_u64(), "framesDecoded did not grow: {r}");
-    assert_eq!((first["width"].as_u64(), first["height"].as_u64()), (Some(640), Some(360)));
-    // Chromium's copy of the composite: desk's red where desk is, its own blue where it is.
-    let rgb = |v: &serde_json::Value| {
-        let a: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        Rgb::new(a[0] as u8, a[1] as u8, a[2] as u8)
-    };
-    let samples = second["samples"].as_array().unwrap();
-    assert!(rgb(&samples[0]).distance(palette(0)) < 45.0, "desk's tile in Chromium: {}", rgb(&samples[0]));
-    assert!(rgb(&samples[1]).distance(blue) < 45.0, "Chromium's tile in Chromium: {}", rgb(&samples[1]));
-    assert!(r["last"]["report"]["errors"].as_array().is_some_and(|e| e.is_empty()), "{r}");
-    std::fs::remove_file(&y4m).ok();
+    // Each page shows the two others (a 2x2 grid: each tile is a quarter).
+    for (id, others) in [("a", [red, yellow]), ("b", [red, blue])] {
+        let d = Deadline::new(LIMIT, &format!("page {id} shows the others"));
+        loop {
+            let s = shares(&mut browser, id, &others).await;
+            if s.iter().all(|&x| x > 0.1) {
+                break;
+            }
+            d.wait(format!("shares of the others' colours {s:?}; logs {:?}", browser.logs(id).await)).await;
+        }
+        let members = browser.eval(id, "tessera.state && tessera.state.participants.length").await;
+        assert_eq!(members, 3, "page {id} lists the members from the room state");
+    }
+
+    // Everyone hears the two others and not themselves.
+    eventually(LIMIT, "desk hears both pages", || {
+        let l = tone_levels(&desk, 0.5, &[a_hz, b_hz]);
+        l.iter().all(|&x| x > HEARD).then_some(()).ok_or(format!("page tones {l:?} dB"))
+    })
+    .await;
+    for (id, own, others) in [("a", a_hz, [desk_hz, b_hz]), ("b", b_hz, [desk_hz, a_hz])] {
+        let d = Deadline::new(LIMIT, &format!("page {id} plays the mix-minus"));
+        loop {
+            let heard = levels(&mut browser, id, &others).await;
+            let mine = levels(&mut browser, id, &[own]).await[0];
+            let quietest = heard.iter().cloned().fold(f64::INFINITY, f64::min);
+            // WebAudio's analyser: a tone in the mix sits tens of dB above
+            // the floor around a tone that is missing.
+            if quietest > -60.0 && mine < quietest - 25.0 {
+                eprintln!("page {id} hears the others at {heard:?} dB, itself at {mine:.1} dB");
+                break;
+            }
+            d.wait(format!("others {heard:?} dB, own {mine:.1} dB")).await;
+        }
+    }
+
+    // Mute on page a: its tone leaves desk's mix, b's stays.
+    browser.click("a", "#mic").await;
+    eventually(LIMIT, "page a's mute silences it in desk's mix", || {
+        let l = tone_levels(&desk, 0.5, &[a_hz, b_hz]);
+        (l[0] < HEARD - 20.0 && l[1] > HEARD).then_some(()).ok_or(format!("a {:.1} dB, b {:.1} dB", l[0], l[1]))
+    })
+    .await;
+    browser.click("a", "#mic").await;
+    eventually(LIMIT, "unmuted, page a is heard again", || {
+        let l = tone_levels(&desk, 0.5, &[a_hz]);
+        (l[0] > HEARD).then_some(()).ok_or(format!("a {:.1} dB", l[0]))
+    })
+    .await;
+
+    // The layout picker changes the room's layout for everyone.
+    browser.select("b", "#layout", "speaker").await;
+    eventually(LIMIT, "the room takes page b's layout", || {
+        let s = desk.room_state().ok_or("no state")?;
+        (s.layout == "speaker").then_some(()).ok_or(format!("layout {}", s.layout))
+    })
+    .await;
+    let shown = browser.eval("a", "document.getElementById('layout').value").await;
+    assert_eq!(shown, "speaker", "page a's picker follows the room state");
+
+    let shot = dir.join("page-in-call.png");
+    browser.screenshot("a", &shot).await;
+    if let Ok(to) = std::env::var("TESSERA_PAGE_SCREENSHOT") {
+        std::fs::copy(&shot, to).unwrap();
+    }
+
+    // Leave on page b: gone from the state and from desk's picture at once.
+    browser.select("b", "#layout", "grid").await;
+    eventually(LIMIT, "back to the grid", || {
+        let s = desk.room_state().ok_or("no state")?;
+        (s.layout == "grid").then_some(()).ok_or(format!("layout {}", s.layout))?;
+        check_tiles(&desk, &s, &grid, &colours)
+    })
+    .await;
+    browser.click("b", "#leave").await;
+    let at = Instant::now();
+    let two = vec![("desk".to_string(), red), ("page-a".to_string(), blue)];
+    eventually(Duration::from_secs(2), "page b out of the state and of desk's composite", || {
+        let s = desk.room_state().ok_or("no state")?;
+        let peers: Vec<&str> = s.participants.iter().map(|p| p.peer.as_str()).collect();
+        (peers.len() == 2 && !peers.contains(&"page-b")).then_some(()).ok_or(format!("in the room: {peers:?}"))?;
+        check_tiles(&desk, &s, &grid, &two)
+    })
+    .await;
+    eprintln!("page b's Leave honoured in {} ms", at.elapsed().as_millis());
+    assert_eq!(browser.eval("b", "tessera.left").await, true);
+    let errors = browser.eval("a", "tessera.errors").await;
+    assert!(errors.as_array().is_some_and(|e| e.is_empty()), "page a showed errors: {errors}");
+
+    browser.quit().await;
     desk.leave().await;
+    std::fs::remove_dir_all(&dir).ok();
 }

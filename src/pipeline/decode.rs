@@ -123,6 +123,8 @@ fn run(rx: Receiver<Vec<u8>>, mut sink: impl PictureSink, keyframe_needed: Arc<A
             Err(e) => {
                 errors += 1;
                 broken = true;
+                // Named and described in `server::metrics`.
+                metrics::counter!("tessera_decode_errors_total").increment(1);
                 tracing::trace!(error = %e, errors, "decode error; asking for a keyframe");
                 keyframe_needed.store(true, Ordering::Relaxed);
             }

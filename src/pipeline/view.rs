@@ -196,6 +196,11 @@ impl View {
         lock(&self.shared.resyncs).extend(moved);
     }
 
+    /// How many tiers it encodes.
+    pub fn tier_count(&self) -> usize {
+        lock(&self.shared.tiers).len()
+    }
+
     /// The tier level `peer` watches.
     pub fn level_of(&self, peer: &str) -> Option<u8> {
         lock(&self.shared.subscribers).iter().find(|s| s.peer == peer).map(|s| s.level)

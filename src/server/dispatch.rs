@@ -33,24 +33,30 @@ pub(super) struct Dispatcher {
     buckets: HashMap<(String, String), Bucket>,
     idle_tx: mpsc::Sender<String>,
     idle_rx: mpsc::Receiver<String>,
+    /// The broker link was ready once (later readies are reconnects).
+    was_ready: bool,
 }
 
 impl Dispatcher {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         let (idle_tx, idle_rx) = mpsc::channel(256);
-        Self { shared, rooms: HashMap::new(), buckets: HashMap::new(), idle_tx, idle_rx }
+        Self { shared, rooms: HashMap::new(), buckets: HashMap::new(), idle_tx, idle_rx, was_ready: false }
     }
 
     pub(super) async fn run(mut self, mut events: mpsc::Receiver<LinkEvent>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
         let mut presence = tokio::time::interval(PRESENCE_INTERVAL);
+        let mut figures = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 ev = events.recv() => match ev {
                     Some(LinkEvent::Message { topic, payload }) => self.message(&topic, &payload).await,
                     Some(LinkEvent::Ready) => {
+                        if std::mem::replace(&mut self.was_ready, true) {
+                            super::metrics::broker_reconnect();
+                        }
                         for room in self.rooms.values_mut() {
                             room.sent += 1;
                             let _ = room.tx.send(RoomEvent::Resync).await;
@@ -60,6 +66,7 @@ impl Dispatcher {
                     None => break,
                 },
                 Some(room) = self.idle_rx.recv() => self.maybe_remove(&room),
+                _ = figures.tick() => super::metrics::server(self.rooms.len()),
                 _ = presence.tick() => {
                     self.publish_presence().await;
                     // Sessions end asynchronously: hand back what they freed.
@@ -129,6 +136,7 @@ impl Dispatcher {
 
     async fn refuse(&self, to: Option<Outbox>, e: ProtocolError) {
         tracing::debug!(error = %e, "refused");
+        super::metrics::signaling_error(e.code);
         if let Some(to) = to {
             let (topic, payload) = to.encode(&ServerMessage::from(e));
             let _ = self.shared.link.publish(&topic, payload, false).await;

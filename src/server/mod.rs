@@ -8,6 +8,7 @@
 
 mod dispatch;
 pub mod memory;
+pub mod metrics;
 mod rate;
 pub mod room_task;
 pub mod session;
@@ -18,6 +19,7 @@ use crate::layout::Layout;
 use crate::peer::PeerOptions;
 use crate::signaling::broker::{self, BrokerAddrs};
 use crate::signaling::link::{Link, LinkOptions};
+use crate::signaling::passwords::Logins;
 use crate::signaling::protocol::Topics;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,6 +39,15 @@ pub enum ServeError {
     /// The MQTT link could not be set up.
     #[error(transparent)]
     Link(#[from] crate::signaling::link::LinkError),
+    /// The HTTP listener could not start.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    /// The embedded broker's password file cannot be used.
+    #[error(transparent)]
+    Passwords(#[from] crate::signaling::passwords::PasswordError),
+    /// No secret for the server's own broker login.
+    #[error("the system's random source failed")]
+    Random,
 }
 
 /// What every room shares.
@@ -66,15 +77,42 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         .cloned()
         .ok_or_else(|| ServeError::NoLayout(config.layout.clone(), config.layouts.display().to_string()))?;
     tracing::info!(layouts = ?layouts.keys().collect::<Vec<_>>(), default = %config.layout, "layouts loaded");
+    // Bound first: a taken port stops the server before it joins the broker.
+    let http = match config.http {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
 
     let url = match &config.broker {
-        Broker::Embedded { bind, port, ws_port } => {
+        Broker::Embedded { bind, port, ws_port, passwords } => {
+            // With logins on, the server signs in with a password only it knows.
+            let internal = match passwords {
+                Some(_) => Some((config.server_id.clone(), random_secret()?)),
+                None => None,
+            };
+            let logins = match (passwords, &internal) {
+                (Some(path), Some(login)) => {
+                    let l = Logins::load(path, login.clone())?;
+                    tracing::info!(file = %path.display(), users = l.len(), "embedded broker checks logins");
+                    Some(Arc::new(l))
+                }
+                _ => None,
+            };
             broker::start(BrokerAddrs {
                 tcp: SocketAddr::new(*bind, *port),
                 tcp_v5: None,
                 ws: Some(SocketAddr::new(*bind, *ws_port)),
+                logins,
             })?;
-            format!("mqtt://{}", SocketAddr::new(*bind, *port))
+            let host = if bind.is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], *port))
+            } else {
+                SocketAddr::new(*bind, *port)
+            };
+            match internal {
+                Some((user, pass)) => format!("mqtt://{user}:{pass}@{host}"),
+                None => format!("mqtt://{host}"),
+            }
         }
         Broker::External { url, .. } => url.clone(),
     };
@@ -107,6 +145,17 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         public_ip: config.public_ip,
         ..PeerOptions::default()
     };
+    let (http_stop, http_task) = match http {
+        Some(listener) => {
+            let page = page_config(&config, &layouts);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(crate::http::serve(listener, page, metrics::Metrics::install(), async move {
+                let _ = stopped.await;
+            }));
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         layouts: Arc::new(layouts),
         default_layout,
@@ -118,8 +167,43 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
     dispatch::Dispatcher::new(shared).run(events, shutdown).await;
     let _ = link.publish(&presence, br#"{"online":false}"#.to_vec(), true).await;
     link.close().await;
+    if let (Some(stop), Some(task)) = (http_stop, http_task) {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the join page is told about this server.
+fn page_config(config: &ServerConfig, layouts: &BTreeMap<String, Arc<Layout>>) -> crate::http::PageConfig {
+    crate::http::PageConfig {
+        protocol: 1,
+        topic_root: config.topic_root.clone(),
+        mqtt_url: config.page_mqtt_url.clone(),
+        ws_port: match &config.broker {
+            Broker::Embedded { ws_port, .. } => Some(*ws_port),
+            Broker::External { .. } => None,
+        },
+        login: matches!(&config.broker, Broker::Embedded { passwords: Some(_), .. }),
+        layouts: layouts.keys().cloned().collect(),
+        default_layout: config.layout.clone(),
+        ice_servers: config
+            .ice_servers
+            .iter()
+            .flat_map(|s| s.urls.iter())
+            .filter(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// 32 hex digits from the system's random source.
+fn random_secret() -> Result<String, ServeError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| ServeError::Random)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// The URL without its password, for logs.

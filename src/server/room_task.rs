@@ -142,6 +142,9 @@ pub(super) struct RoomTask {
     idle_due: bool,
     was_idle: bool,
     start: Instant,
+    /// Turns view counters into the means `/metrics` shows.
+    meter: super::metrics::RoomMeter,
+    ticks: u64,
 }
 
 impl RoomTask {
@@ -190,6 +193,8 @@ impl RoomTask {
             idle_due: false,
             was_idle: false,
             start: Instant::now(),
+            meter: super::metrics::RoomMeter::default(),
+            ticks: 0,
         };
         let span = tracing::info_span!("room", room = %id);
         let handle = tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
@@ -237,6 +242,10 @@ impl RoomTask {
                     let now = self.now();
                     self.room.tick(now);
                     self.apply_outputs().await;
+                    self.ticks += 1;
+                    if self.ticks.is_multiple_of(5) {
+                        self.figures();
+                    }
                 }
             }
             self.tracker.members.store(self.members.len() + self.pending.len(), Ordering::Release);
@@ -251,6 +260,7 @@ impl RoomTask {
             self.was_idle = empty;
         }
         self.close_all();
+        self.figures();
         // Drop the room's threads and buffers before trimming.
         drop(self);
         super::memory::trim();
@@ -277,6 +287,9 @@ impl RoomTask {
     }
 
     async fn send(&self, outbox: &Outbox, msg: ServerMessage) {
+        if let ServerMessage::Error { code, .. } = &msg {
+            super::metrics::signaling_error(*code);
+        }
         let (topic, payload) = outbox.encode(&msg);
         if let Err(e) = self.shared.link.publish(&topic, payload, false).await {
             tracing::debug!(error = %e, "reply not sent");
@@ -613,6 +626,49 @@ impl RoomTask {
         for (peer, state) in told {
             self.room.set_downstream(now, &peer, state);
         }
+    }
+
+    /// Copies the room's figures to `/metrics`.
+    fn figures(&mut self) {
+        let mut roles = [(Role::Participant.as_str(), 0), (Role::Viewer.as_str(), 0), (Role::Source.as_str(), 0)];
+        for m in self.room.members() {
+            if let Some(r) = roles.iter_mut().find(|(name, _)| *name == m.role.as_str()) {
+                r.1 += 1;
+            }
+        }
+        let views: Vec<_> = self
+            .views
+            .iter()
+            .map(|(k, v)| {
+                let name = format!("{}-{}x{}@{}", k.layout, k.width, k.height, k.fps);
+                self.meter.view(name, v.tier_count(), v.subscribers().len(), &v.stats)
+            })
+            .collect();
+        self.meter.retain(&views.iter().map(|v| v.name.clone()).collect::<Vec<_>>());
+        let members = self
+            .links
+            .iter()
+            .map(|(peer, link)| super::metrics::MemberFigures {
+                peer: peer.clone(),
+                estimate: link.estimate,
+                sent: link.sent,
+                loss: link.loss,
+                tier: self
+                    .members
+                    .get(peer)
+                    .and_then(|m| m.view.as_ref())
+                    .and_then(|v| self.views.get(v))
+                    .and_then(|v| v.level_of(peer))
+                    .map(u32::from),
+            })
+            .collect();
+        super::metrics::room(&super::metrics::RoomFigures {
+            room: self.room.id(),
+            roles,
+            recording: false,
+            views,
+            members,
+        });
     }
 
     fn check_silence(&mut self) {

@@ -148,6 +148,8 @@ pub struct LinkReport {
     pub loss: f64,
     /// Round trip, if known.
     pub rtt: Option<Duration>,
+    /// Video sent over the last second, bits/s.
+    pub sent: u32,
 }
 
 /// How often feedback is folded into the estimate.
@@ -282,6 +284,7 @@ async fn run(
     fold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: Option<(LinkReport, Instant)> = None;
     let mut sent_window: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
+    let mut sent_rate = 0u32;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -329,13 +332,14 @@ async fn run(
                 if let (Some(first), Some(last)) = (sent_window.front(), sent_window.back()) {
                     let secs = last.0.saturating_duration_since(first.0).as_secs_f64();
                     if secs >= 0.5 {
-                        est.sending(((last.1 - first.1) as f64 * 8.0 / secs) as u32);
+                        sent_rate = ((last.1 - first.1) as f64 * 8.0 / secs) as u32;
+                        est.sending(sent_rate);
                     }
                 }
                 let now = ctx.started.elapsed();
                 let (estimate, source) = est.estimate(now);
                 d.pacer.set(estimate as u64);
-                let link = LinkReport { estimate, source, loss: est.loss(), rtt: est.rtt() };
+                let link = LinkReport { estimate, source, loss: est.loss(), rtt: est.rtt(), sent: sent_rate };
                 let due = reported.is_none_or(|(last, at)| {
                     let change = (link.estimate as f64 - last.estimate as f64).abs() / last.estimate.max(1) as f64;
                     change >= REPORT_CHANGE || link.source != last.source || at.elapsed() >= REPORT_EVERY
@@ -516,6 +520,7 @@ async fn write_video(
                 skipping = false;
             } else {
                 skipped += frame.duration;
+                super::metrics::frames_skipped(1);
                 if asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
                     asked = Some(Instant::now());
                     resync();

@@ -5,9 +5,11 @@
 //! port before starting and waits until each answers after. It lives as
 //! long as the process.
 
+use super::passwords::Logins;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest packet the embedded broker accepts. Above the signaling limit
@@ -32,8 +34,8 @@ pub enum BrokerError {
     Thread(std::io::Error),
 }
 
-/// Where the embedded broker listens.
-#[derive(Clone, Copy, Debug)]
+/// Where the embedded broker listens, and who may connect.
+#[derive(Clone, Debug)]
 pub struct BrokerAddrs {
     /// MQTT over TCP (3.1.1).
     pub tcp: SocketAddr,
@@ -41,10 +43,12 @@ pub struct BrokerAddrs {
     pub tcp_v5: Option<SocketAddr>,
     /// MQTT 3.1.1 over websockets (`ws://host:port/mqtt`).
     pub ws: Option<SocketAddr>,
+    /// Logins every listener checks; `None`: anyone may connect.
+    pub logins: Option<Arc<Logins>>,
 }
 
-fn settings(name: &str, listen: SocketAddr) -> ServerSettings {
-    ServerSettings {
+fn settings(name: &str, listen: SocketAddr, logins: &Option<Arc<Logins>>) -> ServerSettings {
+    let mut s = ServerSettings {
         name: name.to_owned(),
         listen,
         tls: None,
@@ -57,7 +61,17 @@ fn settings(name: &str, listen: SocketAddr) -> ServerSettings {
             external_auth: None,
             dynamic_filters: true,
         },
+    };
+    if let Some(logins) = logins.clone() {
+        s.set_auth_handler(move |client_id: String, user: String, password: String| {
+            let ok = logins.allows(&client_id, &user, &password);
+            if !ok {
+                tracing::info!(client = %client_id, user = %user, "broker refused a login");
+            }
+            std::future::ready(ok)
+        });
     }
+    s
 }
 
 fn config(addrs: &BrokerAddrs) -> Config {
@@ -76,9 +90,9 @@ fn config(addrs: &BrokerAddrs) -> Config {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("tcp".to_owned(), settings("tcp", addrs.tcp))])),
-        v5: addrs.tcp_v5.map(|a| HashMap::from([("tcp-v5".to_owned(), settings("tcp-v5", a))])),
-        ws: addrs.ws.map(|a| HashMap::from([("ws".to_owned(), settings("ws", a))])),
+        v4: Some(HashMap::from([("tcp".to_owned(), settings("tcp", addrs.tcp, &addrs.logins))])),
+        v5: addrs.tcp_v5.map(|a| HashMap::from([("tcp-v5".to_owned(), settings("tcp-v5", a, &addrs.logins))])),
+        ws: addrs.ws.map(|a| HashMap::from([("ws".to_owned(), settings("ws", a, &addrs.logins))])),
         ..Default::default()
     }
 }
@@ -115,6 +129,7 @@ pub fn start(addrs: BrokerAddrs) -> Result<(), BrokerError> {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    tracing::info!(tcp = %addrs.tcp, ws = ?addrs.ws, "embedded MQTT broker listening");
+    let login = if addrs.logins.is_some() { "password file" } else { "none (loopback only)" };
+    tracing::info!(tcp = %addrs.tcp, ws = ?addrs.ws, login, "embedded MQTT broker listening");
     Ok(())
 }

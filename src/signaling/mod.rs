@@ -3,4 +3,5 @@
 pub mod broker;
 pub mod legacy;
 pub mod link;
+pub mod passwords;
 pub mod protocol;

@@ -2,6 +2,8 @@
 //! loopback ports (embedded broker), clients, and waiting with deadlines.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod http;
 pub mod mosquitto;
 pub mod relay;
 
@@ -73,6 +75,8 @@ pub struct Server {
     pub url: String,
     /// Its websocket port.
     pub ws_port: u16,
+    /// Its HTTP listener's port (join page, /metrics).
+    pub http_port: u16,
     /// The layouts folder it uses.
     pub layouts: PathBuf,
     /// Its log file.
@@ -104,7 +108,8 @@ impl Server {
     fn launch(extra: &[&str], layouts: PathBuf, external: Option<&str>, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let ws_port = free_port();
-        let mut args: Vec<String> = vec!["serve".into()];
+        let http_port = free_port();
+        let mut args: Vec<String> = vec!["serve".into(), "--http-addr".into(), format!("127.0.0.1:{http_port}")];
         match external {
             Some(url) => args.extend(["--mqtt-url".to_string(), url.to_string()]),
             None => args.extend([
@@ -127,7 +132,7 @@ impl Server {
             .spawn()
             .expect("start tessera serve");
         let url = external.map_or(format!("mqtt://127.0.0.1:{port}"), str::to_owned);
-        let server = Server { child, url, ws_port, layouts, log };
+        let server = Server { child, url, ws_port, http_port, layouts, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !server.log_text().contains("signaling ready") {
             assert!(Instant::now() < deadline, "server did not start:\n{}", server.log_text());
@@ -204,6 +209,26 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() 
             Err(e) if Instant::now() >= deadline => panic!("{what}: not within {limit:?}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Waits in a polling loop: [`Deadline::wait`] sleeps 100 ms, or panics
+/// with the last reason once the limit has passed.
+pub struct Deadline {
+    at: std::time::Instant,
+    what: String,
+}
+
+impl Deadline {
+    /// A deadline `limit` from now for `what`.
+    pub fn new(limit: Duration, what: &str) -> Deadline {
+        Deadline { at: std::time::Instant::now() + limit, what: what.to_owned() }
+    }
+
+    /// Sleeps before the next try; panics with `why` when time is up.
+    pub async fn wait(&self, why: impl std::fmt::Display) {
+        assert!(std::time::Instant::now() < self.at, "{}: not in time: {why}", self.what);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,0 +1,113 @@
+//! The HTTP listener of `tessera serve`: the join page and its files, the
+//! settings the page reads, `/metrics` and `/healthz`.
+//!
+//! A thin edge: it knows nothing of rooms. The page speaks the signaling
+//! protocol over the broker's websocket listener like any other client;
+//! metrics come from the recorder the server's edges fill.
+
+mod page;
+
+use crate::server::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address is taken or not ours.
+    #[error("cannot listen for HTTP on {0}: {1} (choose another with --http-addr, or --http-addr off)")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// What the page needs to join (served as `/config.json`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageConfig {
+    /// Protocol version the page speaks.
+    pub protocol: u32,
+    /// Topic root.
+    pub topic_root: String,
+    /// The broker's websocket URL for browsers; `None` when only the port
+    /// is known (the embedded broker): the page uses its own host name.
+    pub mqtt_url: Option<String>,
+    /// The embedded broker's websocket port.
+    pub ws_port: Option<u16>,
+    /// Whether the broker is known to want a user name and password.
+    pub login: bool,
+    /// Layouts a room can switch to.
+    pub layouts: Vec<String>,
+    /// The layout new rooms start with.
+    pub default_layout: String,
+    /// STUN servers the page may use (TURN credentials are not handed out).
+    pub ice_servers: Vec<String>,
+}
+
+/// What the handlers share.
+struct HttpState {
+    page: PageConfig,
+    metrics: Option<Metrics>,
+}
+
+/// A bound listener, not yet serving.
+pub struct Listener {
+    inner: tokio::net::TcpListener,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Binds `addr` now, so a taken port fails `serve` before anything else starts.
+pub async fn bind(addr: SocketAddr) -> Result<Listener, HttpError> {
+    let inner = tokio::net::TcpListener::bind(addr).await.map_err(|e| HttpError::Bind(addr, e))?;
+    let addr = inner.local_addr().map_err(|e| HttpError::Bind(addr, e))?;
+    Ok(Listener { inner, addr })
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: Listener,
+    page: PageConfig,
+    metrics: Option<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let state = Arc::new(HttpState { page, metrics });
+    let app = Router::new()
+        .route("/", get(page::index))
+        .route("/room/:room", get(page::index))
+        .route("/app.js", get(page::app_js))
+        .route("/style.css", get(page::style_css))
+        .route("/vendor/mqtt.min.js", get(page::mqtt_js))
+        .route("/vendor/mqtt.LICENSE.md", get(page::mqtt_licence))
+        .route("/config.json", get(config))
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(not_found)
+        .with_state(state);
+    tracing::info!(addr = %listener.addr, "HTTP listening: open http://{}/ to join a room", listener.addr);
+    metrics::gauge!("tessera_http_up").set(1.0);
+    if let Err(e) = axum::serve(listener.inner, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "HTTP listener stopped");
+    }
+    metrics::gauge!("tessera_http_up").set(0.0);
+}
+
+async fn config(State(s): State<Arc<HttpState>>) -> Response {
+    let mut r = axum::Json(s.page.clone()).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn scrape(State(s): State<Arc<HttpState>>) -> Response {
+    let body = s.metrics.as_ref().map(Metrics::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found: the join page is at /\n").into_response()
+}
