@@ -104,6 +104,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_PAGE_MQTT_URL")]
     pub page_mqtt_url: Option<String>,
 
+    /// Folder for recordings (fragmented MP4, one file per recording);
+    /// without it rooms cannot be recorded.
+    #[arg(long, env = "TESSERA_RECORDINGS")]
+    pub recordings: Option<PathBuf>,
+    /// Rooms recorded from their start, comma-separated (`*`: every room);
+    /// needs --recordings.
+    #[arg(long, env = "TESSERA_RECORD_ROOMS", value_delimiter = ',')]
+    pub record_rooms: Vec<String>,
+
     /// Folder of layout files [default: layouts].
     #[arg(long, env = "TESSERA_LAYOUTS")]
     pub layouts: Option<PathBuf>,
@@ -170,6 +179,9 @@ struct FileConfig {
     ice_servers: Vec<IceServer>,
     http_addr: Option<String>,
     page_mqtt_url: Option<String>,
+    recordings: Option<PathBuf>,
+    #[serde(default)]
+    record_rooms: Vec<String>,
     layouts: Option<PathBuf>,
     layout: Option<String>,
     video_bitrate: Option<u32>,
@@ -231,6 +243,10 @@ pub struct ServerConfig {
     pub http: Option<SocketAddr>,
     /// The websocket URL the join page is given.
     pub page_mqtt_url: Option<String>,
+    /// Where recordings go, if rooms may be recorded.
+    pub recordings: Option<PathBuf>,
+    /// Rooms recorded from their start (`*`: all).
+    pub record_rooms: Vec<String>,
     /// Layout folder.
     pub layouts: PathBuf,
     /// Default layout.
@@ -344,6 +360,16 @@ impl ServeArgs {
                 return Err(ConfigError::Invalid(format!("page MQTT URL `{u}` must start with ws:// or wss://")));
             }
         }
+        let recordings = self.recordings.or(file.recordings);
+        let record_rooms = if self.record_rooms.is_empty() { file.record_rooms } else { self.record_rooms };
+        for r in &record_rooms {
+            if r != "*" && !crate::signaling::protocol::valid_id(r) {
+                return Err(ConfigError::Invalid(format!("record room `{r}` is not a room name (or `*`)")));
+            }
+        }
+        if !record_rooms.is_empty() && recordings.is_none() {
+            return Err(ConfigError::Invalid("--record-rooms needs --recordings DIR".into()));
+        }
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError::Invalid(format!("{name} must be above 0")))
@@ -362,6 +388,8 @@ impl ServeArgs {
             ice_servers,
             http,
             page_mqtt_url,
+            recordings,
+            record_rooms,
             layouts: self.layouts.or(file.layouts).unwrap_or_else(|| PathBuf::from("layouts")),
             layout: self.layout.or(file.layout).unwrap_or_else(|| "grid".into()),
             video_bitrate: positive(
@@ -472,6 +500,11 @@ mod tests {
             (ServeArgs { topic_root: Some("a/#".into()), ..Default::default() }, "wildcards"),
             (ServeArgs { max_rooms: Some(0), ..Default::default() }, "max rooms"),
             (ServeArgs { broker_bind: Some(IpAddr::from([0, 0, 0, 0])), ..Default::default() }, "no login at all"),
+            (ServeArgs { record_rooms: vec!["a".into()], ..Default::default() }, "needs --recordings"),
+            (
+                ServeArgs { record_rooms: vec!["a/b".into()], recordings: Some("r".into()), ..Default::default() },
+                "not a room name",
+            ),
             (ServeArgs { ice_servers: vec!["http://x".into()], ..Default::default() }, "stun:"),
             (ServeArgs { server_id: Some("a b".into()), ..Default::default() }, "server id"),
             (ServeArgs { max_ingest: Some("huge".into()), ..Default::default() }, "WIDTHxHEIGHT"),

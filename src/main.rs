@@ -20,10 +20,10 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (with an embedded MQTT broker unless --mqtt-url is given).
-    Serve(tessera::config::ServeArgs),
+    Serve(Box<tessera::config::ServeArgs>),
     /// Join a room as one or more clients: send a test pattern and a tone,
     /// receive, record and measure the composite.
-    Client(cli::ClientArgs),
+    Client(Box<cli::ClientArgs>),
     /// Check layout files, or render a preview of one.
     #[command(subcommand)]
     Layout(cli::LayoutCommand),
@@ -35,8 +35,8 @@ fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (mqtts:// links).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match args.command {
-        Command::Serve(serve) => cli::serve(serve),
-        Command::Client(client) => cli::client(client),
+        Command::Serve(serve) => cli::serve(*serve),
+        Command::Client(client) => cli::client(*client),
         Command::Layout(cmd) => cli::layout(cmd),
     };
     match result {

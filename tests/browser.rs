@@ -47,12 +47,12 @@ async fn levels(b: &mut Chromium, id: &str, tones: &[f64]) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_and_a_client_share_a_call() {
-    let server = Server::start(&[]);
-    let desk = join(server.client("web", "desk", 0)).await;
-    let grid = layout(&server, "grid");
-
     let dir = std::env::temp_dir().join(format!("tessera-page-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
+    let recordings = dir.join("recordings");
+    let server = Server::start(&["--recordings", recordings.to_str().unwrap()]);
+    let desk = join(server.client("web", "desk", 0)).await;
+    let grid = layout(&server, "grid");
     let (red, blue, yellow) = (palette(0), palette(2), palette(3));
     let (desk_hz, a_hz, b_hz) = (tone_for(0), tone_for(2), tone_for(3));
     let mut browser = Chromium::start();
@@ -136,11 +136,30 @@ async fn two_pages_and_a_client_share_a_call() {
     let shown = browser.eval("a", "document.getElementById('layout').value").await;
     assert_eq!(shown, "speaker", "page a's picker follows the room state");
 
+    // Record from the page: the room state says so on every page, and a file grows.
+    browser.click("a", "#record").await;
+    eventually(LIMIT, "page a starts a recording", || {
+        let s = desk.room_state().ok_or("no state")?;
+        s.recording.then_some(()).ok_or("not recording".to_string())
+    })
+    .await;
+    let d = Deadline::new(LIMIT, "page b shows the recording");
+    while browser.eval("b", "document.getElementById('rec').hidden").await != false {
+        d.wait("indicator hidden").await;
+    }
     let shot = dir.join("page-in-call.png");
     browser.screenshot("a", &shot).await;
     if let Ok(to) = std::env::var("TESSERA_PAGE_SCREENSHOT") {
         std::fs::copy(&shot, to).unwrap();
     }
+    browser.click("b", "#record").await;
+    eventually(LIMIT, "page b stops it", || {
+        let s = desk.room_state().ok_or("no state")?;
+        (!s.recording).then_some(()).ok_or("still recording".to_string())
+    })
+    .await;
+    let files = std::fs::read_dir(&recordings).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files, 1, "one recording in {}", recordings.display());
 
     // Leave on page b: gone from the state and from desk's picture at once.
     browser.select("b", "#layout", "grid").await;

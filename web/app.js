@@ -38,6 +38,7 @@ const WHY = {
   "video-too-large": "Your camera sends a picture larger than the server takes.",
   "unknown-layout": "No such layout.",
   "unknown-peer": "Nobody by that name is in the room.",
+  "recording-off": "This server does not record.",
 };
 
 async function loadConfig() {
@@ -259,6 +260,8 @@ class Call {
     }
     tessera.state = state;
     this.renderMembers(state.participants || []);
+    $("rec").hidden = !state.recording;
+    $("record").textContent = state.recording ? "Stop recording" : "Record";
     const sel = $("layout");
     if (state.layout && sel.value !== state.layout) {
       if (![...sel.options].some((o) => o.value === state.layout)) sel.add(new Option(state.layout, state.layout));
@@ -317,6 +320,11 @@ class Call {
     track.enabled = !track.enabled;
     button.setAttribute("aria-pressed", String(!track.enabled));
     button.textContent = track.enabled ? on : off;
+  }
+
+  record() {
+    const on = !(tessera.state && tessera.state.recording);
+    this.publish(this.topics.control, { type: "record", action: on ? "start" : "stop", from: this.opts.peer });
   }
 
   layout(name) {
@@ -396,6 +404,8 @@ async function join(cfg) {
     leaveUi("You left the call.");
   };
   $("composite").onclick = (e) => e.target.play();
+  $("record").hidden = !cfg.recording;
+  $("record").onclick = () => call && call.record();
 
   const fromPath = location.pathname.match(/^\/room\/([^/]+)$/);
   $("room").value = query.get("room") || (fromPath ? decodeURIComponent(fromPath[1]) : "");

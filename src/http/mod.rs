@@ -41,6 +41,8 @@ pub struct PageConfig {
     pub ws_port: Option<u16>,
     /// Whether the broker is known to want a user name and password.
     pub login: bool,
+    /// Whether this server can record rooms.
+    pub recording: bool,
     /// Layouts a room can switch to.
     pub layouts: Vec<String>,
     /// The layout new rooms start with.

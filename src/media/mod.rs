@@ -9,6 +9,7 @@ pub mod color;
 pub mod compositor;
 pub mod convert;
 pub mod draw;
+pub mod fmp4;
 pub mod frame;
 pub mod h264;
 pub mod level;

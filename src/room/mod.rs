@@ -92,6 +92,8 @@ pub struct RoomConfig {
     /// Bitrate asked of a sender shown at 1280x720 and 30 fps (smaller
     /// tiles are asked for less: see [`hints::bitrate_for`]).
     pub ingest_bitrate: u32,
+    /// Whether this server records rooms (a recordings folder is set).
+    pub can_record: bool,
 }
 
 impl Default for RoomConfig {
@@ -102,6 +104,7 @@ impl Default for RoomConfig {
             speaker_hold: Duration::from_millis(1500),
             state_interval: Duration::from_millis(250),
             ingest_bitrate: 1_500_000,
+            can_record: false,
         }
     }
 }
@@ -171,6 +174,9 @@ pub enum Output {
         /// Muted now.
         muted: bool,
     },
+    /// Start (`true`) or stop recording the room; the recorder watches
+    /// the canvas-size view as [`RECORDER`].
+    Recording(bool),
     /// Tell a sender what to send (tile-sized ingest).
     SendHint {
         /// Who.
@@ -220,7 +226,12 @@ pub struct Room {
     /// [`LINK_STATE_INTERVAL`].
     link_due: bool,
     last_link_state: Option<Duration>,
+    recording: bool,
 }
+
+/// The recorder's name among a view's watchers (not a valid peer id, so
+/// no member can be mistaken for it).
+pub const RECORDER: &str = "@recorder";
 
 /// Least time between two state publications caused only by changed
 /// downstream estimates.
@@ -247,6 +258,7 @@ impl Room {
             downstream: BTreeMap::new(),
             link_due: false,
             last_link_state: None,
+            recording: false,
         }
     }
 
@@ -401,7 +413,27 @@ impl Room {
                     self.outputs.push_back(refuse(ErrorCode::UnknownPeer, format!("no `{peer}` in room {}", self.id)))
                 }
             }
+            Control::Record(on) => {
+                if !self.config.can_record {
+                    self.outputs.push_back(refuse(
+                        ErrorCode::RecordingOff,
+                        "this server does not record (tessera serve --recordings DIR)".into(),
+                    ));
+                } else if on != self.recording {
+                    self.recording = on;
+                    self.outputs.push_back(Output::Recording(on));
+                    self.outputs.push_back(Output::Views(self.views()));
+                    self.state_due = true;
+                    self.last_state = None;
+                    self.flush_state();
+                }
+            }
         }
+    }
+
+    /// Whether the room is being recorded.
+    pub fn recording(&self) -> bool {
+        self.recording
     }
 
     /// Feeds one 20 ms tick of audio levels (media id, -dBov).
@@ -496,6 +528,7 @@ impl Room {
                 .speaker()
                 .and_then(|id| self.members.iter().find(|m| m.id == id))
                 .map(|m| m.peer.clone()),
+            recording: self.recording,
         }
     }
 
@@ -515,6 +548,9 @@ impl Room {
             if let Some(v) = &m.view {
                 views.entry(v.clone()).or_default().push(m.peer.clone());
             }
+        }
+        if self.recording && !self.members.is_empty() {
+            views.entry(self.view_for(None)).or_default().push(RECORDER.to_owned());
         }
         views
     }

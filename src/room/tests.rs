@@ -267,3 +267,41 @@ fn senders_are_told_their_tile_size_and_speaker_changes_do_not_flap() {
     let a_told = then.iter().filter(|(_, p, _)| p == "a").count();
     assert_eq!(a_told, 1, "{then:?}");
 }
+
+#[test]
+fn recording_watches_the_canvas_view_and_is_in_the_state() {
+    let control = |command| ControlMessage { from: Some("alice".into()), command };
+    // A server without a recordings folder refuses, to the sender.
+    let mut off = room(16);
+    off.join(T, join("alice", Role::Participant)).unwrap();
+    drain(&mut off);
+    off.control(T, control(Control::Record(true)));
+    let out = drain(&mut off);
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Error { peer: Some(p), error } if p == "alice" && error.code == ErrorCode::RecordingOff)
+    ));
+    assert!(!off.recording());
+
+    let lib = library();
+    let mut r = Room::new("r1", lib["grid"].clone(), lib, RoomConfig { can_record: true, ..RoomConfig::default() });
+    r.join(T, join("alice", Role::Participant)).unwrap();
+    let small = Join { view: Some(ViewRequest { width: 320, height: 180 }), ..join("tv", Role::Viewer) };
+    r.join(T, small).unwrap();
+    drain(&mut r);
+    r.control(T, control(Control::Record(true)));
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::Recording(true)));
+    assert!(last_state(&out).unwrap().recording);
+    // The recorder shares the canvas-size view with alice, not the viewer's small one.
+    let views = r.views();
+    let canvas = views.iter().find(|(k, _)| k.width == 1280).unwrap().1;
+    assert_eq!(canvas, &vec!["alice".to_string(), RECORDER.to_string()]);
+    // Asking again changes nothing; stopping takes the recorder away.
+    r.control(T, control(Control::Record(true)));
+    assert!(drain(&mut r).is_empty());
+    r.control(T, control(Control::Record(false)));
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::Recording(false)));
+    assert!(!last_state(&out).unwrap().recording);
+    assert!(r.views().values().all(|peers| !peers.iter().any(|p| p == RECORDER)));
+}

@@ -10,6 +10,7 @@ mod dispatch;
 pub mod memory;
 pub mod metrics;
 mod rate;
+pub mod recorder;
 pub mod room_task;
 pub mod session;
 mod video_in;
@@ -185,6 +186,7 @@ fn page_config(config: &ServerConfig, layouts: &BTreeMap<String, Arc<Layout>>) -
             Broker::Embedded { ws_port, .. } => Some(*ws_port),
             Broker::External { .. } => None,
         },
+        recording: config.recordings.is_some(),
         login: matches!(&config.broker, Broker::Embedded { passwords: Some(_), .. }),
         layouts: layouts.keys().cloned().collect(),
         default_layout: config.layout.clone(),

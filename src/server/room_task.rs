@@ -11,10 +11,10 @@ use crate::peer::sdp::inspect_offer;
 use crate::pipeline::audio::AudioMixer;
 use crate::pipeline::scene::{SceneSnapshot, SharedScene, Tile};
 use crate::pipeline::view::View;
-use crate::room::{Join, Leave, Output, Role, Room, RoomConfig, Scene, ViewKey};
+use crate::room::{Join, Leave, Output, Role, Room, RoomConfig, Scene, ViewKey, RECORDER};
 use crate::signaling::legacy::Outbox;
 use crate::signaling::protocol::{
-    Candidate, ClientMessage, ControlMessage, DownstreamState, ErrorCode, ProtocolError, ServerMessage,
+    Candidate, ClientMessage, Control, ControlMessage, DownstreamState, ErrorCode, ProtocolError, ServerMessage,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -145,7 +145,12 @@ pub(super) struct RoomTask {
     /// Turns view counters into the means `/metrics` shows.
     meter: super::metrics::RoomMeter,
     ticks: u64,
+    /// The room's recording, while it records.
+    recorder: Option<super::recorder::Recorder>,
 }
+
+/// The recorder's id among the mixer's outputs (members count up from 1).
+const RECORDER_AUDIO: u64 = u64::MAX;
 
 impl RoomTask {
     /// Spawns the task for room `id`.
@@ -163,9 +168,13 @@ impl RoomTask {
             video_bitrate: shared.config.video_bitrate,
             speaker_hold: shared.config.speaker_hold,
             ingest_bitrate: shared.config.ingest_bitrate,
+            can_record: shared.config.recordings.is_some(),
             ..RoomConfig::default()
         };
-        let room = Room::new(id, layout.clone(), shared.layouts.clone(), config);
+        let mut room = Room::new(id, layout.clone(), shared.layouts.clone(), config);
+        if shared.config.record_rooms.iter().any(|r| r == "*" || r == id) {
+            room.control(Duration::ZERO, ControlMessage { from: None, command: Control::Record(true) });
+        }
         let scene = SharedScene::new(SceneSnapshot {
             layout,
             tiles: Vec::new(),
@@ -195,6 +204,7 @@ impl RoomTask {
             start: Instant::now(),
             meter: super::metrics::RoomMeter::default(),
             ticks: 0,
+            recorder: None,
         };
         let span = tracing::info_span!("room", room = %id);
         let handle = tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
@@ -267,7 +277,43 @@ impl RoomTask {
         tracing::info!("room closed");
     }
 
+    /// Starts or stops the room's recording (the room said so).
+    async fn set_recording(&mut self, on: bool) {
+        if !on {
+            self.stop_recording();
+            return;
+        }
+        let (Some(dir), None) = (self.shared.config.recordings.clone(), self.recorder.as_ref()) else { return };
+        let canvas = &self.room.state().canvas;
+        match super::recorder::Recorder::start(&dir, self.room.id(), canvas.width, canvas.height) {
+            Ok(rec) => {
+                self.audio.add_output(RECORDER_AUDIO, rec.audio_tx.clone(), false);
+                self.recorder = Some(rec);
+                super::metrics::recording_started();
+                // The room's next Views output subscribes it to the canvas view.
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recording not started");
+                let error = ProtocolError::new(ErrorCode::Internal, format!("recording not started: {e}"));
+                let topic = self.shared.topics.control_errors(self.room.id());
+                let _ = self.shared.link.publish(&topic, ServerMessage::from(error).to_json(), false).await;
+                self.room.control(self.now(), ControlMessage { from: None, command: Control::Record(false) });
+            }
+        }
+    }
+
+    fn stop_recording(&mut self) {
+        if let Some(rec) = self.recorder.take() {
+            self.audio.remove_output(RECORDER_AUDIO);
+            for view in self.views.values() {
+                view.unsubscribe(RECORDER);
+            }
+            tracing::info!(file = %rec.path.display(), "recording stopping");
+        }
+    }
+
     fn close_all(&mut self) {
+        self.stop_recording();
         self.members.clear();
         self.views.clear();
         self.pending.clear();
@@ -476,6 +522,7 @@ impl RoomTask {
                 Output::Scene(scene) => self.set_scene(scene),
                 Output::Views(views) => self.set_views(views),
                 Output::Mute { id, muted } => self.audio.mute(id, muted),
+                Output::Recording(on) => self.set_recording(on).await,
                 Output::SendHint { peer, hint } => {
                     if let Some(m) = self.members.get(&peer) {
                         m.session.set_need(Some((hint.width, hint.height)));
@@ -541,7 +588,10 @@ impl RoomTask {
         for (key, peers) in wanted {
             let peers: Vec<String> = peers
                 .into_iter()
-                .filter(|p| self.members.get(p).is_some_and(|m| m.session.info.video.receives))
+                .filter(|p| {
+                    (p == RECORDER && self.recorder.is_some())
+                        || self.members.get(p).is_some_and(|m| m.session.info.video.receives)
+                })
                 .collect();
             if !peers.is_empty() && self.layout_of(&key).is_some() {
                 keep.insert(key, peers);
@@ -565,6 +615,13 @@ impl RoomTask {
             let Some(view) = self.views.get(&key) else { continue };
             let current = view.subscribers();
             for peer in &peers {
+                if peer == RECORDER {
+                    if let Some(rec) = self.recorder.as_ref().filter(|_| !current.contains(peer)) {
+                        view.subscribe(RECORDER, rec.video_tx.clone());
+                        view.request_keyframe_for(RECORDER);
+                    }
+                    continue;
+                }
                 let Some(m) = self.members.get_mut(peer) else { continue };
                 if !current.contains(peer) || m.view.as_ref() != Some(&key) {
                     view.subscribe(peer, m.session.video_tx.clone());
@@ -595,7 +652,8 @@ impl RoomTask {
                 .subscribers()
                 .into_iter()
                 .map(|p| {
-                    let e = self.links.get(&p).map_or(initial, |l| l.estimate);
+                    // The recorder sits on no link: it always gets the full rate.
+                    let e = if p == RECORDER { u32::MAX } else { self.links.get(&p).map_or(initial, |l| l.estimate) };
                     (p, e)
                 })
                 .collect();
@@ -665,7 +723,7 @@ impl RoomTask {
         super::metrics::room(&super::metrics::RoomFigures {
             room: self.room.id(),
             roles,
-            recording: false,
+            recording: self.recorder.is_some(),
             views,
             members,
         });

@@ -46,6 +46,8 @@ pub enum ErrorCode {
     BadCandidate,
     /// The sender's video is larger than the server decodes.
     VideoTooLarge,
+    /// This server does not record (no recordings folder configured).
+    RecordingOff,
     /// The server failed; not the client's fault.
     Internal,
 }
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::BadCandidate => "bad-candidate",
             ErrorCode::VideoTooLarge => "video-too-large",
+            ErrorCode::RecordingOff => "recording-off",
             ErrorCode::Internal => "internal",
         }
     }
@@ -374,6 +377,16 @@ pub enum Control {
         /// Who.
         peer: String,
     },
+    /// Start (`true`) or stop recording the room's composite and mix.
+    Record(bool),
+}
+
+/// What `{"type":"record"}` asks.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RecordAction {
+    Start,
+    Stop,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +408,11 @@ enum RawControl {
         #[serde(default)]
         from: Option<String>,
     },
+    Record {
+        action: RecordAction,
+        #[serde(default)]
+        from: Option<String>,
+    },
 }
 
 /// Parses a control message.
@@ -412,6 +430,7 @@ pub fn parse_control(payload: &[u8]) -> Result<ControlMessage, ProtocolError> {
             check_id("peer", &peer)?;
             (from, Control::Kick { peer })
         }
+        RawControl::Record { action, from } => (from, Control::Record(matches!(action, RecordAction::Start))),
     };
     let from = from.filter(|f| valid_id(f));
     Ok(ControlMessage { from, command })
@@ -488,6 +507,9 @@ pub struct RoomState {
     pub participants: Vec<ParticipantState>,
     /// The active speaker's peer id.
     pub speaker: Option<String>,
+    /// The server is recording the room.
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// Canvas in the room state.
@@ -630,6 +652,13 @@ mod tests {
         assert_eq!(m.from.as_deref(), Some("alice"));
         assert_eq!(parse_control(br#"{"type":"kick","peer":"b/b"}"#).unwrap_err().code, ErrorCode::BadId);
         assert_eq!(parse_control(br#"{"type":"mute","peer":"bob"}"#).unwrap_err().code, ErrorCode::BadMessage);
+        assert_eq!(parse_control(br#"{"type":"record","action":"start"}"#).unwrap().command, Control::Record(true));
+        assert_eq!(parse_control(br#"{"type":"record","action":"stop"}"#).unwrap().command, Control::Record(false));
+        for bad in
+            [&br#"{"type":"record"}"#[..], br#"{"type":"record","action":"pause"}"#, br#"{"type":"record","action":1}"#]
+        {
+            assert_eq!(parse_control(bad).unwrap_err().code, ErrorCode::BadMessage);
+        }
     }
 
     #[test]
