@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera::client::source::{AudioSource, SendSettings, VideoSource};
 use tessera::client::{Client, ClientOptions, ClientRole, Notice};
+use tessera::config::IceServer;
 use tessera::layout::Layout;
 use tessera::media::color::Rgb;
 use tessera::media::compositor::{Compositor, Source};
@@ -127,6 +128,19 @@ pub struct ClientArgs {
     /// Seconds between two joins with --count.
     #[arg(long, default_value_t = 0.2)]
     join_interval: f64,
+    /// STUN/TURN server for the client's own connection, e.g.
+    /// turn:127.0.0.1:3478?transport=udp (repeatable).
+    #[arg(long = "ice-server", value_delimiter = ',')]
+    ice_servers: Vec<String>,
+    /// Username for the TURN servers.
+    #[arg(long, default_value = "")]
+    ice_username: String,
+    /// Credential for the TURN servers.
+    #[arg(long, default_value = "")]
+    ice_credential: String,
+    /// Use only relayed candidates (TURN), like iceTransportPolicy "relay".
+    #[arg(long)]
+    relay_only: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -141,6 +155,14 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 impl ClientArgs {
     fn options(&self, i: usize) -> Result<ClientOptions, BoxError> {
+        if self.relay_only && !self.ice_servers.iter().any(|u| u.starts_with("turn:") || u.starts_with("turns:")) {
+            return Err("--relay-only needs a TURN server (--ice-server turn:HOST:PORT)".into());
+        }
+        for u in &self.ice_servers {
+            if !["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p)) {
+                return Err(format!("--ice-server {u}: expected stun:, stuns:, turn: or turns:").into());
+            }
+        }
         let peer = if self.count > 1 { format!("{}-{}", self.peer, i + 1) } else { self.peer.clone() };
         let name = match (&self.name, self.count > 1) {
             (Some(n), true) => Some(format!("{n} {}", i + 1)),
@@ -207,7 +229,20 @@ impl ClientArgs {
             record_video: self.record.as_ref().map(suffix),
             record_audio: self.record_audio.as_ref().map(suffix),
             layouts: self.layouts.clone(),
-            peer_options: PeerOptions { bind_ip: self.media_ip, ..PeerOptions::default() },
+            peer_options: PeerOptions {
+                bind_ip: self.media_ip,
+                ice_servers: if self.ice_servers.is_empty() {
+                    vec![]
+                } else {
+                    vec![IceServer {
+                        urls: self.ice_servers.clone(),
+                        username: self.ice_username.clone(),
+                        credential: self.ice_credential.clone(),
+                    }]
+                },
+                relay_only: self.relay_only,
+                ..PeerOptions::default()
+            },
             relay: None,
             decode: self.decode.is_none_or(|k| i < k),
             source: None,

@@ -103,6 +103,8 @@ struct Member {
     outbox: Outbox,
     view: Option<ViewKey>,
     connected: bool,
+    /// When it connected, until its second keyframe was asked for.
+    connected_at: Option<Instant>,
 }
 
 impl Member {
@@ -148,6 +150,9 @@ pub(super) struct RoomTask {
     /// The room's recording, while it records.
     recorder: Option<super::recorder::Recorder>,
 }
+
+/// When a newly connected member gets a second keyframe.
+const SECOND_KEYFRAME: Duration = Duration::from_secs(1);
 
 /// The recorder's id among the mixer's outputs (members count up from 1).
 const RECORDER_AUDIO: u64 = u64::MAX;
@@ -247,6 +252,7 @@ impl RoomTask {
                     self.apply_outputs().await;
                 }
                 _ = tick.tick() => {
+                    self.second_keyframes();
                     self.check_silence();
                     self.replan();
                     let now = self.now();
@@ -347,6 +353,7 @@ impl RoomTask {
         if let RoomEvent::Session { peer, generation, event: SessionEvent::Connected } = &ev {
             if let Some(m) = self.members.get_mut(peer).filter(|m| m.session.generation == *generation) {
                 m.connected = true;
+                m.connected_at = Some(Instant::now());
             }
         }
         match ev {
@@ -410,6 +417,7 @@ impl RoomTask {
                         self.send(&outbox, error.into()).await;
                     }
                     SessionEvent::KeyframeRequest => {
+                        tracing::debug!(peer = %peer, "keyframe asked for");
                         if let Some(view) = member.view.as_ref().and_then(|v| self.views.get(v)) {
                             view.request_keyframe_for(&peer);
                         }
@@ -493,7 +501,7 @@ impl RoomTask {
             self.audio.add_output(id, session.audio_tx.clone(), info.opus_fec);
         }
         tracing::info!(peer = %peer, role = role.as_str(), "joined");
-        self.members.insert(peer, Member { session, outbox, view: None, connected: false });
+        self.members.insert(peer, Member { session, outbox, view: None, connected: false, connected_at: None });
         // The room's Scene/Views outputs (queued by join) now find the session.
     }
 
@@ -727,6 +735,20 @@ impl RoomTask {
             views,
             members,
         });
+    }
+
+    /// A second keyframe [`SECOND_KEYFRAME`] after a member connects: the
+    /// first can be lost before its receiver is ready (seen over TURN,
+    /// where the first packets arrive before the receive track exists).
+    fn second_keyframes(&mut self) {
+        for (peer, m) in &mut self.members {
+            if m.connected_at.is_some_and(|t| t.elapsed() >= SECOND_KEYFRAME) {
+                m.connected_at = None;
+                if let Some(view) = m.view.as_ref().and_then(|v| self.views.get(v)) {
+                    view.request_keyframe_for(peer);
+                }
+            }
+        }
     }
 
     fn check_silence(&mut self) {
