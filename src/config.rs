@@ -104,6 +104,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_PAGE_MQTT_URL")]
     pub page_mqtt_url: Option<String>,
 
+    /// Bearer token for WHIP ingest and WHEP playback in every room
+    /// (per room: `whip_tokens` in the config file); without one the
+    /// endpoints refuse.
+    #[arg(long, env = "TESSERA_WHIP_TOKEN")]
+    pub whip_token: Option<String>,
     /// Folder for recordings (fragmented MP4, one file per recording);
     /// without it rooms cannot be recorded.
     #[arg(long, env = "TESSERA_RECORDINGS")]
@@ -182,6 +187,9 @@ struct FileConfig {
     recordings: Option<PathBuf>,
     #[serde(default)]
     record_rooms: Vec<String>,
+    whip_token: Option<String>,
+    #[serde(default)]
+    whip_tokens: std::collections::BTreeMap<String, String>,
     layouts: Option<PathBuf>,
     layout: Option<String>,
     video_bitrate: Option<u32>,
@@ -247,6 +255,8 @@ pub struct ServerConfig {
     pub recordings: Option<PathBuf>,
     /// Rooms recorded from their start (`*`: all).
     pub record_rooms: Vec<String>,
+    /// WHIP/WHEP Bearer tokens by room (`*`: any room).
+    pub whip_tokens: std::collections::BTreeMap<String, String>,
     /// Layout folder.
     pub layouts: PathBuf,
     /// Default layout.
@@ -370,6 +380,20 @@ impl ServeArgs {
         if !record_rooms.is_empty() && recordings.is_none() {
             return Err(ConfigError::Invalid("--record-rooms needs --recordings DIR".into()));
         }
+        let mut whip_tokens = file.whip_tokens;
+        if let Some(t) = self.whip_token.or(file.whip_token) {
+            whip_tokens.insert("*".into(), t);
+        }
+        for (room, token) in &whip_tokens {
+            if room != "*" && !crate::signaling::protocol::valid_id(room) {
+                return Err(ConfigError::Invalid(format!("WHIP token for `{room}`: not a room name (or `*`)")));
+            }
+            if token.len() < 8 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::Invalid(format!(
+                    "WHIP token for `{room}`: use at least 8 characters, no spaces"
+                )));
+            }
+        }
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError::Invalid(format!("{name} must be above 0")))
@@ -390,6 +414,7 @@ impl ServeArgs {
             page_mqtt_url,
             recordings,
             record_rooms,
+            whip_tokens,
             layouts: self.layouts.or(file.layouts).unwrap_or_else(|| PathBuf::from("layouts")),
             layout: self.layout.or(file.layout).unwrap_or_else(|| "grid".into()),
             video_bitrate: positive(

@@ -1,22 +1,24 @@
 //! The HTTP listener of `tessera serve`: the join page and its files, the
-//! settings the page reads, `/metrics` and `/healthz`.
+//! settings the page reads, WHIP/WHEP, `/metrics` and `/healthz`.
 //!
 //! A thin edge: it knows nothing of rooms. The page speaks the signaling
 //! protocol over the broker's websocket listener like any other client;
 //! metrics come from the recorder the server's edges fill.
 
 mod page;
+pub mod whip;
 
 use crate::server::metrics::Metrics;
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Serialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use whip::{Kind, Whip};
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,7 @@ pub struct PageConfig {
 struct HttpState {
     page: PageConfig,
     metrics: Option<Metrics>,
+    whip: Arc<Whip>,
 }
 
 /// A bound listener, not yet serving.
@@ -76,9 +79,16 @@ pub async fn serve(
     listener: Listener,
     page: PageConfig,
     metrics: Option<Metrics>,
+    whip: Arc<Whip>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let state = Arc::new(HttpState { page, metrics });
+    let state = Arc::new(HttpState { page, metrics, whip });
+    let endpoints = Router::new()
+        .route("/whip/:room", post(whip_create))
+        .route("/whep/:room", post(whep_create))
+        .route("/whip/:room/:id", delete(whip_end).patch(no_trickle))
+        .route("/whep/:room/:id", delete(whep_end).patch(no_trickle))
+        .layer(DefaultBodyLimit::max(whip::MAX_OFFER));
     let app = Router::new()
         .route("/", get(page::index))
         .route("/room/:room", get(page::index))
@@ -89,6 +99,7 @@ pub async fn serve(
         .route("/config.json", get(config))
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(endpoints)
         .fallback(not_found)
         .with_state(state);
     tracing::info!(addr = %listener.addr, "HTTP listening: open http://{}/ to join a room", listener.addr);
@@ -108,6 +119,32 @@ async fn config(State(s): State<Arc<HttpState>>) -> Response {
 async fn scrape(State(s): State<Arc<HttpState>>) -> Response {
     let body = s.metrics.as_ref().map(Metrics::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn whip_create(s: State<Arc<HttpState>>, room: Path<String>, headers: HeaderMap, body: String) -> Response {
+    s.whip.create(Kind::Whip, &room, &headers, &body).await
+}
+
+async fn whep_create(s: State<Arc<HttpState>>, room: Path<String>, headers: HeaderMap, body: String) -> Response {
+    s.whip.create(Kind::Whep, &room, &headers, &body).await
+}
+
+async fn whip_end(s: State<Arc<HttpState>>, p: Path<(String, String)>, headers: HeaderMap) -> Response {
+    s.whip.delete(Kind::Whip, &p.0 .0, &p.0 .1, &headers).await
+}
+
+async fn whep_end(s: State<Arc<HttpState>>, p: Path<(String, String)>, headers: HeaderMap) -> Response {
+    s.whip.delete(Kind::Whep, &p.0 .0, &p.0 .1, &headers).await
+}
+
+/// Candidates travel in the offer and the answer (no trickle over HTTP).
+async fn no_trickle() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "DELETE")],
+        "trickle ICE is not supported: send the candidates in the offer\n",
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

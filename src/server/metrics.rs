@@ -78,6 +78,7 @@ fn describe() {
     describe_counter!("tessera_broker_reconnects_total", "Times the broker link came back after a drop.");
     describe_counter!("tessera_recordings_total", "Recordings started.");
     describe_gauge!("tessera_http_up", "1 while the HTTP listener serves.");
+    describe_gauge!("tessera_http_sessions", "Live WHIP and WHEP sessions.");
 }
 
 /// A refusal went to a client.

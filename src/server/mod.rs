@@ -150,9 +150,20 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         Some(listener) => {
             let page = page_config(&config, &layouts);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(crate::http::serve(listener, page, metrics::Metrics::install(), async move {
-                let _ = stopped.await;
-            }));
+            let whip = crate::http::whip::Whip::new(crate::http::whip::WhipConfig {
+                url: url.clone(),
+                ca_file: match &config.broker {
+                    Broker::External { ca, .. } => ca.clone(),
+                    Broker::Embedded { .. } => None,
+                },
+                topic_root: config.topic_root.clone(),
+                client_prefix: config.server_id.clone(),
+                tokens: config.whip_tokens.clone(),
+            });
+            let task =
+                tokio::spawn(crate::http::serve(listener, page, metrics::Metrics::install(), whip, async move {
+                    let _ = stopped.await;
+                }));
             (Some(stop), Some(task))
         }
         None => (None, None),

@@ -139,7 +139,10 @@ impl Logins {
     /// client id is its user name.
     pub fn allows(&self, client_id: &str, user: &str, password: &str) -> bool {
         if user == self.internal.0 {
-            return client_id == self.internal.0 && equal(password.as_bytes(), self.internal.1.as_bytes());
+            // The server's own links: its signaling link, and one per WHIP/WHEP session.
+            let own = client_id == self.internal.0
+                || client_id.strip_prefix(self.internal.0.as_str()).is_some_and(|rest| rest.starts_with('.'));
+            return own && equal(password.as_bytes(), self.internal.1.as_bytes());
         }
         client_id == user && self.users.get(user).is_some_and(|h| h.matches(password.as_bytes()))
     }
@@ -185,6 +188,8 @@ mod tests {
         let l = logins(ALICE).unwrap();
         assert!(l.allows("server-1", "server-1", "inner"));
         assert!(!l.allows("server-2", "server-1", "inner"));
+        assert!(l.allows("server-1.whip-1", "server-1", "inner"));
+        assert!(!l.allows("server-10", "server-1", "inner"));
         assert!(!l.allows("server-1", "server-1", "outer"));
     }
 

@@ -45,3 +45,15 @@ pub async fn request(port: u16, method: &str, path: &str) -> Response {
 pub async fn get(port: u16, path: &str) -> Response {
     request(port, "GET", path).await
 }
+
+/// A request with headers and a body (Content-Length is added).
+pub async fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        raw.push_str(&format!("{n}: {v}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    exchange(port, &bytes).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
