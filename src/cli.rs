@@ -470,11 +470,64 @@ pub enum LayoutCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Convert FreeSWITCH video layouts (conference_layouts.conf.xml) to
+    /// layout files: each <group> becomes one layout with a variant per
+    /// member layout, each <layout> one layout.
+    Import {
+        /// FreeSWITCH's conference_layouts.conf.xml.
+        file: PathBuf,
+        /// Folder to write NAME.toml files into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these groups or layouts (converted names; repeatable).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Canvas of the converted layouts.
+        #[arg(long, default_value = "1280x720", value_parser = parse_size)]
+        size: (u32, u32),
+        /// Frame rate of the converted layouts.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `tessera layout`.
 pub fn layout(cmd: LayoutCommand) -> Result<(), BoxError> {
     match cmd {
+        LayoutCommand::Import { file, out, only, size, fps, force } => {
+            use tessera::layout::import::{import, ImportCanvas};
+            let xml = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let canvas = ImportCanvas { width: size.0, height: size.1, fps };
+            let (imported, errors) = import(&xml, canvas).map_err(|e| format!("{}: {e}", file.display()))?;
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let mut written = 0;
+            for l in imported.iter().filter(|l| only.is_empty() || only.contains(&l.name)) {
+                let path = out.join(format!("{}.toml", l.name));
+                if path.exists() && !force {
+                    eprintln!("{}: exists, not replaced (--force replaces it)", path.display());
+                    continue;
+                }
+                std::fs::write(&path, &l.toml).map_err(|e| format!("{}: {e}", path.display()))?;
+                written += 1;
+                println!("{}: written", path.display());
+                for n in &l.notes {
+                    println!("  note: {n}");
+                }
+            }
+            for e in &errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            if written == 0 {
+                return Err("no layout written".into());
+            }
+            if !errors.is_empty() {
+                return Err(format!("{} layout(s) not converted", errors.len()).into());
+            }
+            Ok(())
+        }
         LayoutCommand::Check { files } => {
             let mut failed = 0;
             for f in files {

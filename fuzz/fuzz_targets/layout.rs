@@ -1,4 +1,5 @@
-//! Layout files: parse, validate, and render whatever validates.
+//! Layout files: parse, validate, and render whatever validates; the same
+//! bytes as a FreeSWITCH layout file for `tessera layout import`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use tessera::media::frame::VideoFrame;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    let canvas = tessera::layout::import::ImportCanvas { width: 1280, height: 720, fps: 30 };
+    let _ = tessera::layout::import::import(text, canvas);
     let Ok(layout) = Layout::parse(text, "fuzz.toml") else { return };
     let layout = Arc::new(layout);
     // Render small canvases with a few participants through every variant.

@@ -12,6 +12,7 @@
 
 mod file;
 mod geometry;
+pub mod import;
 
 pub use file::{load_dir, LayoutError};
 pub use geometry::{cover_size, fit_rect, Rect};
