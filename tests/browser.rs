@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::browser::{solid_y4m, tone_wav, Chromium};
+use common::browser::{solid_y4m, solid_y4m_sized, tone_wav, Chromium};
 use common::*;
 use std::time::{Duration, Instant};
 use tessera::media::color::Rgb;
@@ -58,10 +58,17 @@ async fn two_pages_and_a_client_share_a_call() {
     let mut browser = Chromium::start();
     for (id, colour, hz) in [("a", blue, a_hz), ("b", yellow, b_hz)] {
         let (y4m, wav) = (dir.join(format!("{id}.y4m")), dir.join(format!("{id}.wav")));
-        solid_y4m(&y4m, colour, 30);
+        if id == "b" {
+            // Chromium sends three simulcast layers only from 960x540 up.
+            solid_y4m_sized(&y4m, colour, 30, (960, 540));
+        } else {
+            solid_y4m(&y4m, colour, 30);
+        }
         tone_wav(&wav, hz, 4.0);
+        // Page b offers simulcast (three layers); the server picks one.
+        let simulcast = if id == "b" { "&simulcast=1" } else { "" };
         let url = format!(
-            "http://127.0.0.1:{}/room/web?autojoin=1&audio=raw&peer=page-{id}&name=Page%20{id}",
+            "http://127.0.0.1:{}/room/web?autojoin=1&audio=raw&peer=page-{id}&name=Page%20{id}{simulcast}",
             server.http_port
         );
         browser.open(id, &url, &y4m, &wav).await;
@@ -89,6 +96,35 @@ async fn two_pages_and_a_client_share_a_call() {
         let members = browser.eval(id, "tessera.state && tessera.state.participants.length").await;
         assert_eq!(members, 3, "page {id} lists the members from the room state");
     }
+    // Page a applied the server's send hint to its sender; page b's three
+    // layers arrived and the server decodes one of them.
+    let d = Deadline::new(LIMIT, "page a applies the send hint");
+    loop {
+        let hint = browser.eval("a", "tessera.hint").await;
+        if hint["width"].as_u64().is_some_and(|w| w > 0) && hint["scale"].as_f64().is_some_and(|s| s >= 1.0) {
+            break;
+        }
+        d.wait(format!("hint {hint}")).await;
+    }
+    let layers = browser
+        .eval(
+            "b",
+            "tessera.pc.getSenders().find(s => s.track && s.track.kind === 'video').getParameters().encodings.length",
+        )
+        .await;
+    assert_eq!(layers, 3, "page b sends three simulcast layers");
+    // Its tile in the 2x2 grid is 320x180: of 240x135, 480x270 and 960x540
+    // the server decodes the middle layer, the smallest that covers it.
+    eventually(LIMIT, "the server decodes page b's layer that covers its tile", || {
+        let log = server.log_text();
+        let chosen: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("peer=page-b") && l.contains("decoding layer"))
+            .filter_map(|l| l.split("decoding layer ").nth(1))
+            .collect();
+        chosen.last().is_some_and(|c| c.starts_with("rid=Some(\"h\")")).then_some(()).ok_or(format!("{chosen:?}"))
+    })
+    .await;
 
     // Everyone hears the two others and not themselves.
     eventually(LIMIT, "desk hears both pages", || {

@@ -123,6 +123,14 @@ impl LayerChoice {
         Some(best)
     }
 
+    /// Usable layers whose size is still unknown: their first keyframe
+    /// (with its SPS) was lost, e.g. sent before their receive track
+    /// existed. The reader asks them for one, or the choice could never
+    /// learn that a larger layer covers the need.
+    pub fn unsized_layers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.layers.iter().filter(|l| !l.refused && l.size.is_none()).map(|l| l.ssrc)
+    }
+
     /// Whether the reader should ask `target()` for a keyframe: it is not
     /// the layer being decoded yet.
     pub fn switch_pending(&self) -> Option<u32> {
@@ -184,6 +192,24 @@ mod tests {
     const Q: u32 = 1;
     const H: u32 = 2;
     const F: u32 = 3;
+
+    #[test]
+    fn layers_of_unknown_size_are_named_until_their_sps_comes() {
+        let mut c = LayerChoice::new((1920, 1080));
+        for (ssrc, rid) in [(Q, "q"), (H, "h"), (F, "f")] {
+            c.layer(ssrc, Some(rid.into()));
+        }
+        c.set_need(Some((640, 360)));
+        // Only the smallest layer's first keyframe got through.
+        assert_eq!(c.unit::<()>(Q, true, Some(Ok((320, 180)))), Verdict::Decode);
+        assert_eq!(c.target(), Some(Q), "nothing known covers the need yet");
+        assert_eq!(c.unsized_layers().collect::<Vec<_>>(), [H, F]);
+        // A keyframe on f (asked for because its size is unknown) settles it.
+        assert_eq!(c.unit::<()>(F, true, Some(Ok((1280, 720)))), Verdict::Decode);
+        assert_eq!(c.unsized_layers().collect::<Vec<_>>(), [H]);
+        assert_eq!(c.unit::<()>(H, true, Some(Ok((640, 360)))), Verdict::Decode);
+        assert_eq!(c.active().map(|a| a.ssrc), Some(H), "the smallest layer that covers 640x360");
+    }
 
     fn simulcast() -> LayerChoice {
         let mut c = LayerChoice::new((1920, 1080));

@@ -116,15 +116,18 @@ pub async fn read_video(
             let waiting = active_ssrc.and_then(|a| assemblers.get(&a)).is_some_and(H264Assembler::waiting_for_keyframe);
             (need_keyframe || dropping || waiting).then_some(active_ssrc).flatten()
         });
-        if let Some(target) = wanted {
+        // And layers whose size is unknown (their first keyframe was lost).
+        let asked: Vec<u32> = wanted.into_iter().chain(choice.unsized_layers()).collect();
+        let mut plis: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        for target in asked {
             let due = last_pli.get(&target).is_none_or(|t| t.elapsed() >= PLI_INTERVAL);
             if due {
                 last_pli.insert(target, Instant::now());
-                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: target };
-                if track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
-                    break;
-                }
+                plis.push(Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: target }));
             }
+        }
+        if !plis.is_empty() && track.write_rtcp(plis).await.is_err() {
+            break;
         }
     }
 }

@@ -21,14 +21,19 @@ pub fn browser_dir() -> PathBuf {
 
 /// A Y4M file of `frames` flat 320x240 pictures in `color`.
 pub fn solid_y4m(path: &Path, color: Rgb, frames: usize) {
-    let frame = VideoFrame::new(320, 240, color.to_yuv()).unwrap();
+    solid_y4m_sized(path, color, frames, (320, 240));
+}
+
+/// A Y4M file of `frames` flat pictures of `size` in `color`.
+pub fn solid_y4m_sized(path: &Path, color: Rgb, frames: usize, (width, height): (u32, u32)) {
+    let frame = VideoFrame::new(width as usize, height as usize, color.to_yuv()).unwrap();
     let f = frame.as_frame();
     let pack = |p: &tessera::media::frame::PlaneRef<'_>| -> Vec<u8> {
         (0..p.height()).flat_map(|y| p.row(y).to_vec()).collect()
     };
     let (y, u, v) = (pack(&f.y), pack(&f.u), pack(&f.v));
     let file = std::fs::File::create(path).unwrap();
-    let mut enc = y4m::encode(320, 240, y4m::Ratio::new(30, 1))
+    let mut enc = y4m::encode(width as usize, height as usize, y4m::Ratio::new(30, 1))
         .with_colorspace(y4m::Colorspace::C420)
         .write_header(file)
         .unwrap();
