@@ -71,7 +71,9 @@ async fn two_pages_and_a_client_share_a_call() {
             "http://127.0.0.1:{}/room/web?autojoin=1&audio=raw&peer=page-{id}&name=Page%20{id}{simulcast}",
             server.http_port
         );
-        browser.open(id, &url, &y4m, &wav).await;
+        // Page a is a phone-sized window: it asks for a smaller view.
+        let window = if id == "a" { (420, 560) } else { (960, 600) };
+        browser.open_sized(id, &url, &y4m, &wav, window).await;
     }
 
     // The server decodes both pages' cameras: desk sees them in their tiles.
@@ -96,6 +98,27 @@ async fn two_pages_and_a_client_share_a_call() {
         let members = browser.eval(id, "tessera.state && tessera.state.participants.length").await;
         assert_eq!(members, 3, "page {id} lists the members from the room state");
     }
+    // Page a's small window asked for the smallest standard view that
+    // covers its picture (420 px wide: 480x270) and gets that, from an
+    // encoder of its own; page b's wide one asked for 960x540, which the
+    // server holds to the 640x360 canvas (shared with the others).
+    assert_eq!(browser.eval("a", "tessera.view").await, serde_json::json!({"width": 480, "height": 270}));
+    assert_eq!(browser.eval("b", "tessera.view").await, serde_json::json!({"width": 960, "height": 540}));
+    let d = Deadline::new(LIMIT, "page a receives its view size");
+    loop {
+        let size = browser
+            .eval(
+                "a",
+                "[document.getElementById('composite').videoWidth, document.getElementById('composite').videoHeight]",
+            )
+            .await;
+        if size == serde_json::json!([480, 270]) {
+            break;
+        }
+        d.wait(format!("page a's picture is {size}")).await;
+    }
+    let b_size = browser.eval("b", "document.getElementById('composite').videoWidth").await;
+    assert_eq!(b_size, 640, "page b gets the canvas");
     // Page a applied the server's send hint to its sender; page b's three
     // layers arrived and the server decodes one of them.
     let d = Deadline::new(LIMIT, "page a applies the send hint");
@@ -184,7 +207,7 @@ async fn two_pages_and_a_client_share_a_call() {
         d.wait("indicator hidden").await;
     }
     let shot = dir.join("page-in-call.png");
-    browser.screenshot("a", &shot).await;
+    browser.screenshot("b", &shot).await;
     if let Ok(to) = std::env::var("TESSERA_PAGE_SCREENSHOT") {
         std::fs::copy(&shot, to).unwrap();
     }

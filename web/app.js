@@ -173,7 +173,11 @@ class Call {
       this.offered = true;
       const offer = await this.pc.createOffer();
       await this.pc.setLocalDescription(offer);
-      this.publish(this.topics.in, { type: "offer", sdp: offer.sdp, name: this.opts.name || this.opts.peer });
+      const msg = { type: "offer", sdp: offer.sdp, name: this.opts.name || this.opts.peer };
+      const view = viewSize();
+      if (view) msg.view = view;
+      tessera.view = view;
+      this.publish(this.topics.in, msg);
       this.status("joining…");
     });
   }
@@ -348,6 +352,22 @@ class Call {
     if (this.audioCtx) this.audioCtx.close();
     if (this.mqtt) this.mqtt.end(true);
   }
+}
+
+// The downstream size this screen needs: the smallest of a few standard
+// sizes that covers the picture area in device pixels (standard sizes, so
+// pages on similar screens share one encoder on the server). None when the
+// screen is as large as a 720p canvas: the server sends its canvas anyway.
+const VIEW_SIZES = [[320, 180], [480, 270], [640, 360], [960, 540]];
+function viewSize() {
+  // The picture area as style.css lays it out: beside the 260 px panel on
+  // wide screens, above it (at most 70 % of the height) on narrow ones.
+  const dpr = window.devicePixelRatio || 1;
+  const narrow = window.innerWidth <= 700;
+  const w = (narrow ? window.innerWidth : window.innerWidth - 284) * dpr;
+  const h = (narrow ? window.innerHeight * 0.7 : window.innerHeight) * dpr;
+  const fit = VIEW_SIZES.find(([sw, sh]) => sw >= w || sh >= h);
+  return fit ? { width: fit[0], height: fit[1] } : null;
 }
 
 function leaveUi(why) {

@@ -2,7 +2,7 @@
 // stdin, one JSON reply per line on stdout ({"ok":true,...} or
 // {"ok":false,"error":...}). Each `open` starts its own browser, so each
 // page has its own fake camera and microphone files.
-//   {"op":"open","id":"a","url":URL,"y4m":FILE,"wav":FILE}
+//   {"op":"open","id":"a","url":URL,"y4m":FILE,"wav":FILE[,"width":W,"height":H]}
 //   {"op":"eval","id":"a","js":EXPRESSION}        -> {"value":...}
 //   {"op":"click","id":"a","selector":CSS}
 //   {"op":"select","id":"a","selector":CSS,"value":V}

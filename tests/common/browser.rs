@@ -109,9 +109,16 @@ impl Chromium {
         self.call(cmd).await.unwrap_or_else(|e| panic!("browser command {what} failed: {e}"))
     }
 
-    /// A new browser `id` with these fake devices, at `url`.
+    /// A new browser `id` with these fake devices, at `url` (a 960x600 window).
     pub async fn open(&mut self, id: &str, url: &str, y4m: &Path, wav: &Path) {
-        self.must(json!({"op": "open", "id": id, "url": url, "y4m": y4m, "wav": wav})).await;
+        self.open_sized(id, url, y4m, wav, (960, 600)).await;
+    }
+
+    /// [`Chromium::open`] with a window of `size` (CSS pixels).
+    pub async fn open_sized(&mut self, id: &str, url: &str, y4m: &Path, wav: &Path, size: (u32, u32)) {
+        let cmd =
+            json!({"op": "open", "id": id, "url": url, "y4m": y4m, "wav": wav, "width": size.0, "height": size.1});
+        self.must(cmd).await;
     }
 
     /// Evaluates a JavaScript expression in page `id` (promises awaited).
