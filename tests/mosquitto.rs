@@ -204,3 +204,49 @@ async fn tls_to_mosquitto_with_a_given_ca_or_the_system_roots() {
         c.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_page_logs_in_to_mosquitto_through_its_websocket_listener() {
+    use common::browser::{solid_y4m, tone_wav, Chromium};
+    let mq = Mosquitto::start();
+    let page_url = format!("ws://127.0.0.1:{}/mqtt", mq.ws_port);
+    let server =
+        Server::start_external(&mq.url("tessera-server"), &["--server-id", "srv-page", "--page-mqtt-url", &page_url]);
+    let bob = join(as_user(&server, &mq, "mp", "bob", 1)).await;
+    let dir = std::env::temp_dir().join(format!("tessera-mq-page-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (y4m, wav) = (dir.join("a.y4m"), dir.join("a.wav"));
+    solid_y4m(&y4m, palette(0), 30);
+    tone_wav(&wav, tessera::media::pattern::tone_for(0), 2.0);
+    let mut browser = Chromium::start();
+    // No login yet: Mosquitto refuses the connection and the page asks for one.
+    browser.open("a", &format!("http://127.0.0.1:{}/room/mp?autojoin=1", server.http_port), &y4m, &wav).await;
+    let d = Deadline::new(LIMIT, "the page asks for a login");
+    while browser.eval("a", "document.getElementById('credentials').hidden").await != false {
+        d.wait(format!("errors {}", browser.eval("a", "tessera.errors").await)).await;
+    }
+    browser.fill("a", "#user", "alice").await;
+    browser.fill("a", "#password", "a-pw").await;
+    browser.click("a", "#go").await;
+    let grid = layout(&server, "grid");
+    let colours = vec![("alice".to_string(), palette(0)), ("bob".to_string(), palette(1))];
+    eventually(LIMIT, "alice's page is in bob's composite", || {
+        let s = bob.room_state().ok_or("no state")?;
+        (s.participants.len() == 2).then_some(()).ok_or("not yet")?;
+        check_tiles(&bob, &s, &grid, &colours)
+    })
+    .await;
+    // And the page shows bob, through the broker's websocket listener.
+    let d = Deadline::new(LIMIT, "alice's page shows bob");
+    loop {
+        let c = palette(1);
+        let share = browser.number("a", &format!("tessera.colourShare([{},{},{}])", c.r, c.g, c.b)).await;
+        if share > 0.1 {
+            break;
+        }
+        d.wait(format!("bob's colour share {share:.3}")).await;
+    }
+    browser.quit().await;
+    bob.leave().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod http;
 pub mod mosquitto;
+pub mod nats;
 pub mod relay;
 
 use std::net::TcpListener;

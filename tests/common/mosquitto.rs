@@ -17,6 +17,8 @@ pub struct Mosquitto {
     conf: PathBuf,
     /// Its MQTT port.
     pub port: u16,
+    /// Its MQTT-over-websocket port (for pages).
+    pub ws_port: u16,
     /// Its MQTT-over-TLS port and the CA (PEM file) that signed its
     /// certificate, when started with [`Mosquitto::start_tls`].
     pub tls: Option<(u16, PathBuf)>,
@@ -79,7 +81,7 @@ impl Mosquitto {
             let _ = Command::new("chown").arg("-R").arg("mosquitto:mosquitto").arg(&dir).status();
             let _ = Command::new("chmod").arg("755").arg(&dir).status();
         }
-        let mut m = Mosquitto { child: None, conf: conf_path, port, tls, dir };
+        let mut m = Mosquitto { child: None, conf: conf_path, port, ws_port, tls, dir };
         m.run();
         m
     }
@@ -157,7 +159,7 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let mut m = Mosquitto { child: None, conf, port, tls: None, dir };
+        let mut m = Mosquitto { child: None, conf, port, ws_port: 0, tls: None, dir };
         m.run();
         m
     }
