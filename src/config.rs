@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// without it rooms cannot be recorded.
     #[arg(long, env = "TESSERA_RECORDINGS")]
     pub recordings: Option<PathBuf>,
+    /// Also serve recorded rooms as live HLS (`/hls/ROOM/index.m3u8`);
+    /// asks the recorded view for a keyframe every 2 s. Needs --recordings.
+    #[arg(long, env = "TESSERA_HLS", num_args = 0..=1, default_missing_value = "true")]
+    pub hls: Option<bool>,
     /// Rooms recorded from their start, comma-separated (`*`: every room);
     /// needs --recordings.
     #[arg(long, env = "TESSERA_RECORD_ROOMS", value_delimiter = ',')]
@@ -188,6 +192,7 @@ struct FileConfig {
     #[serde(default)]
     record_rooms: Vec<String>,
     whip_token: Option<String>,
+    hls: Option<bool>,
     #[serde(default)]
     whip_tokens: std::collections::BTreeMap<String, String>,
     layouts: Option<PathBuf>,
@@ -255,6 +260,8 @@ pub struct ServerConfig {
     pub recordings: Option<PathBuf>,
     /// Rooms recorded from their start (`*`: all).
     pub record_rooms: Vec<String>,
+    /// Live HLS of recorded rooms.
+    pub hls: bool,
     /// WHIP/WHEP Bearer tokens by room (`*`: any room).
     pub whip_tokens: std::collections::BTreeMap<String, String>,
     /// Layout folder.
@@ -380,6 +387,10 @@ impl ServeArgs {
         if !record_rooms.is_empty() && recordings.is_none() {
             return Err(ConfigError::Invalid("--record-rooms needs --recordings DIR".into()));
         }
+        let hls = self.hls.or(file.hls).unwrap_or(false);
+        if hls && recordings.is_none() {
+            return Err(ConfigError::Invalid("--hls serves recorded rooms: it needs --recordings DIR".into()));
+        }
         let mut whip_tokens = file.whip_tokens;
         if let Some(t) = self.whip_token.or(file.whip_token) {
             whip_tokens.insert("*".into(), t);
@@ -414,6 +425,7 @@ impl ServeArgs {
             page_mqtt_url,
             recordings,
             record_rooms,
+            hls,
             whip_tokens,
             layouts: self.layouts.or(file.layouts).unwrap_or_else(|| PathBuf::from("layouts")),
             layout: self.layout.or(file.layout).unwrap_or_else(|| "grid".into()),

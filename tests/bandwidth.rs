@@ -84,6 +84,8 @@ async fn capped_member_follows_its_link(twcc: bool) {
     let (mut worst_free, mut c_over_cap, mut c_max) = (f64::MAX, 0usize, 0f64);
     let mut drops_at_5s = None;
     let mut frozen_at_5s = None;
+    // The tier bitrate the room state gives c, sampled through the capped time.
+    let mut c_tiers: Vec<u32> = Vec::new();
     // 30 s capped.
     while t0.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(step).await;
@@ -101,6 +103,10 @@ async fn capped_member_follows_its_link(twcc: bool) {
             drops_at_5s
                 .get_or_insert((s.down_dropped.load(Ordering::Relaxed), s.down_forwarded.load(Ordering::Relaxed)));
             frozen_at_5s.get_or_insert(c.stats().frozen);
+            let state = c.room_state().and_then(|s| s.participants.into_iter().find(|p| p.peer == "c"));
+            if let Some(d) = state.and_then(|p| p.downstream) {
+                c_tiers.push(d.bitrate);
+            }
             if let Some(r) = meter.rate(2, window) {
                 c_max = c_max.max(r);
                 if r > CAP.bps as f64 {
@@ -155,7 +161,13 @@ async fn capped_member_follows_its_link(twcc: bool) {
     let recovered = recovered.unwrap_or_else(|| panic!("{kind}: never back at 80 % of the canvas rate"));
     assert!(recovered <= Duration::from_secs(40), "{kind}: back only after {recovered:?}");
     let state = capped_state.expect("the room state says nothing of the capped member's downstream");
-    assert!(state.tier > 0 && state.bitrate < CAP.bps as u32, "{state:?}");
+    assert!(state.tier > 0, "{state:?}");
+    // Most of the time the state names a tier under the cap (a probe one
+    // level up may be caught in a sample; a member left near the full rate
+    // would be over it throughout).
+    c_tiers.sort_unstable();
+    let median = c_tiers.get(c_tiers.len() / 2).copied().unwrap_or(u32::MAX);
+    assert!(median < CAP.bps as u32, "{kind}: median tier bitrate {median} in the room state; samples {c_tiers:?}");
     for c in [a, b, c] {
         c.leave().await;
     }

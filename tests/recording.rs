@@ -197,3 +197,49 @@ async fn a_server_without_a_recordings_folder_says_so() {
     assert!(!a.room_state().unwrap().recording);
     a.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_room_is_a_live_hls_stream() {
+    let dir = std::env::temp_dir().join(format!("tessera-hls-{}", free_port()));
+    let server = Server::start(&["--recordings", dir.to_str().unwrap(), "--hls", "--record-rooms", "live"]);
+    let port = server.http_port;
+    assert_eq!(common::http::get(port, "/hls/live/index.m3u8").await.status, 404, "nothing before anyone is in");
+    let a = join(server.client("live", "a", 0)).await;
+    let b = join(server.client("live", "b", 1)).await;
+    // Segments start on keyframes, asked for every 2 s: three whole ones soon.
+    let mut playlist = String::new();
+    eventually(LIMIT, "a playlist with three segments", || {
+        let r = blocking_get(port, "/hls/live/index.m3u8");
+        playlist = r.clone();
+        (r.matches("#EXTINF").count() >= 3).then_some(()).ok_or(r)
+    })
+    .await;
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{playlist}");
+    // ffprobe and ffmpeg read it over HTTP like any HLS client.
+    let url = format!("http://127.0.0.1:{port}/hls/live/index.m3u8");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", &url])
+        .output()
+        .unwrap();
+    let streams = String::from_utf8_lossy(&out.stdout);
+    assert!(streams.contains("h264,640,360") && streams.contains("opus"), "HLS streams: {streams}");
+    let frame = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &url, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(frame.len(), 640 * 360 * 3, "a decoded picture from the live stream");
+    a.leave().await;
+    b.leave().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A blocking GET of `path`'s body (for use inside `eventually`).
+fn blocking_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+}

@@ -8,6 +8,7 @@
 mod page;
 pub mod whip;
 
+use crate::server::hls::HlsRegistry;
 use crate::server::metrics::Metrics;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -53,11 +54,16 @@ pub struct PageConfig {
     pub ice_servers: Vec<String>,
 }
 
-/// What the handlers share.
-struct HttpState {
-    page: PageConfig,
-    metrics: Option<Metrics>,
-    whip: Arc<Whip>,
+/// What the handlers serve.
+pub struct HttpState {
+    /// The page's settings.
+    pub page: PageConfig,
+    /// The recorder `/metrics` renders.
+    pub metrics: Option<Metrics>,
+    /// WHIP/WHEP sessions.
+    pub whip: Arc<Whip>,
+    /// Live HLS of recorded rooms, when on.
+    pub hls: Option<Arc<HlsRegistry>>,
 }
 
 /// A bound listener, not yet serving.
@@ -75,14 +81,8 @@ pub async fn bind(addr: SocketAddr) -> Result<Listener, HttpError> {
 }
 
 /// Serves until `shutdown` completes.
-pub async fn serve(
-    listener: Listener,
-    page: PageConfig,
-    metrics: Option<Metrics>,
-    whip: Arc<Whip>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let state = Arc::new(HttpState { page, metrics, whip });
+pub async fn serve(listener: Listener, state: HttpState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let state = Arc::new(state);
     let endpoints = Router::new()
         .route("/whip/:room", post(whip_create))
         .route("/whep/:room", post(whep_create))
@@ -99,6 +99,7 @@ pub async fn serve(
         .route("/config.json", get(config))
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/hls/:room/:file", get(hls_file))
         .merge(endpoints)
         .fallback(not_found)
         .with_state(state);
@@ -135,6 +136,30 @@ async fn whip_end(s: State<Arc<HttpState>>, p: Path<(String, String)>, headers: 
 
 async fn whep_end(s: State<Arc<HttpState>>, p: Path<(String, String)>, headers: HeaderMap) -> Response {
     s.whip.delete(Kind::Whep, &p.0 .0, &p.0 .1, &headers).await
+}
+
+/// `/hls/ROOM/index.m3u8`, `init.mp4` and `seg-N.m4s` of a recorded room.
+async fn hls_file(s: State<Arc<HttpState>>, p: Path<(String, String)>) -> Response {
+    let (room, file) = (&p.0 .0, p.0 .1.as_str());
+    let missing =
+        || (StatusCode::NOT_FOUND, "no live stream here: HLS runs while a room records (--hls)\n").into_response();
+    let Some(reg) = s.hls.as_ref() else { return missing() };
+    let body: Option<(&'static str, Vec<u8>)> = match file {
+        "index.m3u8" => reg.with(room, |st| st.playlist()).map(|p| ("application/vnd.apple.mpegurl", p.into_bytes())),
+        "init.mp4" => reg.with(room, |st| st.init()).map(|d| ("video/mp4", d.to_vec())),
+        f => f
+            .strip_prefix("seg-")
+            .and_then(|f| f.strip_suffix(".m4s"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|seq| reg.with(room, |st| st.segment(seq)))
+            .map(|d| ("video/iso.segment", d.to_vec())),
+    };
+    match body {
+        Some((kind, data)) => {
+            ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], data).into_response()
+        }
+        None => missing(),
+    }
 }
 
 /// Candidates travel in the offer and the answer (no trickle over HTTP).

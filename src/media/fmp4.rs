@@ -32,6 +32,23 @@ pub enum Fmp4Error {
     Mux(String),
 }
 
+/// One piece of the output, for a consumer that needs the boundaries (a
+/// live HLS playlist): see [`Fmp4Writer::keep_pieces`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Piece {
+    /// The init segment (`ftyp` + `moov`).
+    Init(Vec<u8>),
+    /// One `moof` + `mdat`.
+    Fragment {
+        /// Media time of its first video sample.
+        start: Duration,
+        /// It starts with a keyframe (a fragment is cut before every one).
+        keyframe: bool,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
 /// Turns timed samples into fMP4 bytes.
 pub struct Fmp4Writer {
     width: u32,
@@ -44,6 +61,10 @@ pub struct Fmp4Writer {
     audio_packets: u64,
     video_frames: u64,
     out: Vec<u8>,
+    /// Pieces kept for [`Fmp4Writer::take_pieces`], if wanted.
+    pieces: Option<Vec<Piece>>,
+    /// The open fragment's first video time and whether that was a keyframe.
+    open: Option<(Duration, bool)>,
 }
 
 impl Fmp4Writer {
@@ -60,7 +81,21 @@ impl Fmp4Writer {
             audio_packets: 0,
             video_frames: 0,
             out: Vec::new(),
+            pieces: None,
+            open: None,
         }
+    }
+
+    /// Also keep the output as [`Piece`]s (init, then fragments with their
+    /// start times), for [`Fmp4Writer::take_pieces`].
+    pub fn keep_pieces(mut self) -> Self {
+        self.pieces = Some(Vec::new());
+        self
+    }
+
+    /// The pieces made since the last call (empty unless [`Fmp4Writer::keep_pieces`]).
+    pub fn take_pieces(&mut self) -> Vec<Piece> {
+        self.pieces.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Adds an Annex B access unit shown at `at`. Nothing is written
@@ -80,9 +115,14 @@ impl Fmp4Writer {
             dts = dts.max(last + 1);
         }
         self.last_video = Some(dts);
+        // Every keyframe starts a fragment, so a player can start at any.
+        if keyframe && self.open.is_some() {
+            self.cut();
+        }
         let sample = length_prefixed(annex_b);
         let Some(muxer) = self.muxer.as_mut() else { return Ok(()) };
         muxer.write_video(dts, dts, &sample, keyframe).map_err(|e| Fmp4Error::Mux(e.to_string()))?;
+        self.open.get_or_insert((Duration::from_micros(dts * 1_000_000 / VIDEO_HZ), keyframe));
         self.video_frames += 1;
         self.cut_if_due();
         Ok(())
@@ -110,9 +150,7 @@ impl Fmp4Writer {
 
     /// Ends the recording: the last, partial fragment and anything pending.
     pub fn finish(&mut self) -> Vec<u8> {
-        if let Some(seg) = self.muxer.as_mut().and_then(FragmentedMuxer::flush_segment) {
-            self.out.extend_from_slice(&seg);
-        }
+        self.cut();
         self.take()
     }
 
@@ -135,17 +173,29 @@ impl Fmp4Writer {
         config.pps = pps;
         let audio = FragmentAudioConfig { codec: AudioCodec::Opus, sample_rate: AUDIO_HZ as u32, channels: 1 };
         let mut muxer = FragmentedMuxer::new_with_audio(config, audio).map_err(|e| Fmp4Error::Mux(e.to_string()))?;
-        self.out.extend_from_slice(&muxer.init_segment());
+        let init = muxer.init_segment();
+        self.out.extend_from_slice(&init);
+        if let Some(p) = self.pieces.as_mut() {
+            p.push(Piece::Init(init));
+        }
         self.muxer = Some(muxer);
         Ok(())
     }
 
     fn cut_if_due(&mut self) {
-        let Some(muxer) = self.muxer.as_mut() else { return };
-        if muxer.ready_to_flush() {
-            if let Some(seg) = muxer.flush_segment() {
-                self.out.extend_from_slice(&seg);
-            }
+        if self.muxer.as_ref().is_some_and(FragmentedMuxer::ready_to_flush) {
+            self.cut();
+        }
+    }
+
+    /// Ends the open fragment.
+    fn cut(&mut self) {
+        let Some(data) = self.muxer.as_mut().and_then(FragmentedMuxer::flush_segment) else { return };
+        self.out.extend_from_slice(&data);
+        let last = Duration::from_micros(self.last_video.unwrap_or(0) * 1_000_000 / VIDEO_HZ);
+        let (start, keyframe) = self.open.take().unwrap_or((last, false));
+        if let Some(p) = self.pieces.as_mut() {
+            p.push(Piece::Fragment { start, keyframe, data });
         }
     }
 }
@@ -179,6 +229,34 @@ mod tests {
             data = &data[size..];
         }
         names
+    }
+
+    #[test]
+    fn keyframes_start_fragments_and_pieces_say_where() {
+        let mut enc = H264Encoder::new(H264Config::new(160, 90, 10, 100_000)).unwrap();
+        let mut w = Fmp4Writer::new(160, 90, Duration::from_secs(10)).keep_pieces();
+        let frame = VideoFrame::new(160, 90, crate::media::pattern::palette(1).to_yuv()).unwrap();
+        for i in 0..30u64 {
+            let t = Duration::from_millis(i * 100);
+            if i % 10 == 0 {
+                enc.force_keyframe();
+            }
+            let au = enc.encode(&frame.as_frame(), t).unwrap().expect("a frame");
+            let (data, keyframe) = (au.data.to_vec(), au.keyframe);
+            w.video(&data, keyframe, t).unwrap();
+        }
+        w.finish();
+        let pieces = w.take_pieces();
+        assert!(matches!(pieces[0], Piece::Init(_)));
+        let starts: Vec<(Duration, bool)> = pieces[1..]
+            .iter()
+            .map(|p| match p {
+                Piece::Fragment { start, keyframe, .. } => (*start, *keyframe),
+                Piece::Init(_) => panic!("one init"),
+            })
+            .collect();
+        let s = |ms| Duration::from_millis(ms);
+        assert_eq!(starts, [(s(0), true), (s(1000), true), (s(2000), true)]);
     }
 
     #[test]

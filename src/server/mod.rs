@@ -7,6 +7,7 @@
 //! server's presence turns offline.
 
 mod dispatch;
+pub mod hls;
 pub mod memory;
 pub mod metrics;
 mod rate;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub link: Link,
     /// How peer connections are built.
     pub peer_options: PeerOptions,
+    /// Live HLS of recorded rooms, when on.
+    pub hls: Option<Arc<hls::HlsRegistry>>,
 }
 
 /// Runs the server until `shutdown` completes.
@@ -146,6 +149,7 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         public_ip: config.public_ip,
         ..PeerOptions::default()
     };
+    let hls = config.hls.then(|| Arc::new(hls::HlsRegistry::default()));
     let (http_stop, http_task) = match http {
         Some(listener) => {
             let page = page_config(&config, &layouts);
@@ -160,10 +164,10 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
                 client_prefix: config.server_id.clone(),
                 tokens: config.whip_tokens.clone(),
             });
-            let task =
-                tokio::spawn(crate::http::serve(listener, page, metrics::Metrics::install(), whip, async move {
-                    let _ = stopped.await;
-                }));
+            let state = crate::http::HttpState { page, metrics: metrics::Metrics::install(), whip, hls: hls.clone() };
+            let task = tokio::spawn(crate::http::serve(listener, state, async move {
+                let _ = stopped.await;
+            }));
             (Some(stop), Some(task))
         }
         None => (None, None),
@@ -174,6 +178,7 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         topics,
         link: link.clone(),
         peer_options,
+        hls,
         config,
     });
     dispatch::Dispatcher::new(shared).run(events, shutdown).await;

@@ -6,12 +6,13 @@
 //! Each fragment is written whole as soon as it is cut, so after a crash
 //! the file plays up to its last fragment.
 
+use super::hls::{HlsRegistry, HlsStream};
 use crate::media::fmp4::Fmp4Writer;
 use crate::pipeline::view::EncodedFrame;
 use bytes::Bytes;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -46,8 +47,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens a new file for `room` in `dir` and starts writing to it.
-    pub fn start(dir: &Path, room: &str, width: u32, height: u32) -> Result<Recorder, RecordError> {
+    /// Opens a new file for `room` in `dir` and starts writing to it (and
+    /// to a live HLS stream in `hls`, if given).
+    pub fn start(
+        dir: &Path,
+        room: &str,
+        width: u32,
+        height: u32,
+        hls: Option<Arc<HlsRegistry>>,
+    ) -> Result<Recorder, RecordError> {
         std::fs::create_dir_all(dir).map_err(|e| RecordError::Create(dir.to_path_buf(), e))?;
         let stamp = utc_stamp(SystemTime::now());
         let (path, file) = (1..100)
@@ -63,9 +71,22 @@ impl Recorder {
         let (audio_tx, mut audio_rx) = mpsc::channel::<Bytes>(256);
         let (tx, rx) = std::sync::mpsc::channel::<Sample>();
         let writer_path = path.clone();
+        let live = hls.map(|reg| {
+            let stream = reg.open(room);
+            (reg, stream, room.to_owned())
+        });
+        let mut mp4 = Fmp4Writer::new(width, height, FRAGMENT);
+        if live.is_some() {
+            mp4 = mp4.keep_pieces();
+        }
         std::thread::Builder::new()
             .name(format!("record-{room}"))
-            .spawn(move || write(file, &writer_path, rx, Fmp4Writer::new(width, height, FRAGMENT)))
+            .spawn(move || {
+                write(file, &writer_path, rx, mp4, live.as_ref().map(|(_, s, _)| s));
+                if let Some((reg, stream, room)) = &live {
+                    reg.close(room, stream);
+                }
+            })
             .map_err(RecordError::Thread)?;
         // Lines both channels up into the thread's queue, stamping audio
         // with its arrival (the mixer sends one packet per 20 ms tick).
@@ -93,7 +114,22 @@ impl Recorder {
 }
 
 /// The writer thread: mux, append each whole fragment, finish at the end.
-fn write(mut file: std::fs::File, path: &Path, rx: std::sync::mpsc::Receiver<Sample>, mut mp4: Fmp4Writer) {
+fn write(
+    mut file: std::fs::File,
+    path: &Path,
+    rx: std::sync::mpsc::Receiver<Sample>,
+    mut mp4: Fmp4Writer,
+    live: Option<&Arc<Mutex<HlsStream>>>,
+) {
+    let feed = |mp4: &mut Fmp4Writer| {
+        if let Some(stream) = live {
+            let pieces = mp4.take_pieces();
+            if !pieces.is_empty() {
+                let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+                pieces.into_iter().for_each(|p| s.push(p));
+            }
+        }
+    };
     let base = Instant::now();
     let mut failed = false;
     let mut append = |bytes: Vec<u8>, failed: &mut bool| {
@@ -114,8 +150,10 @@ fn write(mut file: std::fs::File, path: &Path, rx: std::sync::mpsc::Receiver<Sam
             tracing::warn!(file = %path.display(), error = %e, "recording: sample dropped");
         }
         append(mp4.take(), &mut failed);
+        feed(&mut mp4);
     }
     append(mp4.finish(), &mut failed);
+    feed(&mut mp4);
     let (frames, packets) = mp4.counts();
     tracing::info!(file = %path.display(), frames, audio_packets = packets, "recording ended");
 }

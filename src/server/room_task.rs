@@ -149,6 +149,8 @@ pub(super) struct RoomTask {
     ticks: u64,
     /// The room's recording, while it records.
     recorder: Option<super::recorder::Recorder>,
+    /// When the recorder last asked for a keyframe (live HLS segments).
+    hls_keyframe: Option<Instant>,
 }
 
 /// When a newly connected member gets a second keyframe.
@@ -210,6 +212,7 @@ impl RoomTask {
             meter: super::metrics::RoomMeter::default(),
             ticks: 0,
             recorder: None,
+            hls_keyframe: None,
         };
         let span = tracing::info_span!("room", room = %id);
         let handle = tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
@@ -253,6 +256,7 @@ impl RoomTask {
                 }
                 _ = tick.tick() => {
                     self.second_keyframes();
+                    self.hls_keyframes();
                     self.check_silence();
                     self.replan();
                     let now = self.now();
@@ -291,7 +295,8 @@ impl RoomTask {
         }
         let (Some(dir), None) = (self.shared.config.recordings.clone(), self.recorder.as_ref()) else { return };
         let canvas = &self.room.state().canvas;
-        match super::recorder::Recorder::start(&dir, self.room.id(), canvas.width, canvas.height) {
+        let hls = self.shared.hls.clone();
+        match super::recorder::Recorder::start(&dir, self.room.id(), canvas.width, canvas.height, hls) {
             Ok(rec) => {
                 self.audio.add_output(RECORDER_AUDIO, rec.audio_tx.clone(), false);
                 self.recorder = Some(rec);
@@ -748,6 +753,21 @@ impl RoomTask {
                     view.request_keyframe_for(peer);
                 }
             }
+        }
+    }
+
+    /// While a room is on live HLS, a keyframe for the recorder every
+    /// [`super::hls::SEGMENT`]: each one starts a segment a player can join at.
+    fn hls_keyframes(&mut self) {
+        if self.shared.hls.is_none() || self.recorder.is_none() {
+            return;
+        }
+        if self.hls_keyframe.is_some_and(|t| t.elapsed() < super::hls::SEGMENT) {
+            return;
+        }
+        self.hls_keyframe = Some(Instant::now());
+        for view in self.views.values().filter(|v| v.subscribers().iter().any(|p| p == RECORDER)) {
+            view.request_keyframe_for(RECORDER);
         }
     }
 
