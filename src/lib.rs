@@ -15,5 +15,6 @@ pub mod peer;
 pub mod pipeline;
 pub mod room;
 pub mod rtp;
+pub mod secret;
 pub mod server;
 pub mod signaling;

@@ -8,6 +8,7 @@
 //! candidates). The room never learns about HTTP. A room's Bearer token
 //! comes from the configuration; without one the endpoints refuse.
 
+use crate::secret::{equal, random_hex};
 use crate::signaling::link::{Link, LinkEvent, LinkOptions};
 use crate::signaling::protocol::{valid_id, Topics};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -93,18 +94,6 @@ impl IntoResponse for Denied {
     }
 }
 
-/// Compares without stopping at the first difference.
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn random_id() -> Option<String> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut b).ok()?;
-    Some(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 impl Whip {
     /// Endpoints over `config`.
     pub fn new(config: WhipConfig) -> Arc<Whip> {
@@ -161,7 +150,7 @@ impl Whip {
             }
             _ => {}
         }
-        let Some(id) = random_id() else {
+        let Some(id) = random_hex(8) else {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "no random source for a session id");
         };
         let peer = format!("{}-{id}", kind.path());

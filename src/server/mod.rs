@@ -218,10 +218,7 @@ fn page_config(config: &ServerConfig, layouts: &BTreeMap<String, Arc<Layout>>) -
 
 /// 32 hex digits from the system's random source.
 fn random_secret() -> Result<String, ServeError> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| ServeError::Random)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::secret::random_hex(16).ok_or(ServeError::Random)
 }
 
 /// The URL without its password, for logs.

@@ -8,6 +8,7 @@
 //! the user name (user = peer id, the convention of the Mosquitto ACL in
 //! `deploy/mosquitto/`), so nobody can take over another peer's session.
 
+use crate::secret::equal;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::{digest, pbkdf2};
@@ -79,11 +80,6 @@ impl Hash {
             }
         }
     }
-}
-
-/// Compares without stopping at the first difference.
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Who may connect to the embedded broker.
