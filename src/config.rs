@@ -94,6 +94,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_ICE_CREDENTIAL")]
     pub ice_credential: Option<String>,
 
+    /// TURN server for join pages, e.g. turn:turn.example:3478 (repeatable);
+    /// pages get time-limited credentials made with --page-turn-secret.
+    #[arg(long = "page-turn-url", env = "TESSERA_PAGE_TURN_URLS", value_delimiter = ',')]
+    pub page_turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn --use-auth-secret
+    /// --static-auth-secret=...), for the pages' credentials.
+    #[arg(long, env = "TESSERA_PAGE_TURN_SECRET")]
+    pub page_turn_secret: Option<String>,
+
     /// Address of the HTTP listener (join page, /metrics), or `off`
     /// [default: 127.0.0.1:8080].
     #[arg(long, env = "TESSERA_HTTP_ADDR")]
@@ -188,6 +197,9 @@ struct FileConfig {
     ice_servers: Vec<IceServer>,
     http_addr: Option<String>,
     page_mqtt_url: Option<String>,
+    #[serde(default)]
+    page_turn_urls: Vec<String>,
+    page_turn_secret: Option<String>,
     recordings: Option<PathBuf>,
     #[serde(default)]
     record_rooms: Vec<String>,
@@ -256,6 +268,8 @@ pub struct ServerConfig {
     pub http: Option<SocketAddr>,
     /// The websocket URL the join page is given.
     pub page_mqtt_url: Option<String>,
+    /// TURN for pages: URLs and the shared secret for their credentials.
+    pub page_turn: Option<(Vec<String>, String)>,
     /// Where recordings go, if rooms may be recorded.
     pub recordings: Option<PathBuf>,
     /// Rooms recorded from their start (`*`: all).
@@ -377,6 +391,22 @@ impl ServeArgs {
                 return Err(ConfigError::Invalid(format!("page MQTT URL `{u}` must start with ws:// or wss://")));
             }
         }
+        let turn_urls = if self.page_turn_urls.is_empty() { file.page_turn_urls } else { self.page_turn_urls };
+        let page_turn = match (turn_urls.is_empty(), self.page_turn_secret.or(file.page_turn_secret)) {
+            (true, None) => None,
+            (false, Some(secret)) if !secret.is_empty() => {
+                if let Some(u) = turn_urls.iter().find(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
+                    return Err(ConfigError::Invalid(format!("page TURN URL `{u}` must start with turn: or turns:")));
+                }
+                Some((turn_urls, secret))
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--page-turn-url and --page-turn-secret go together (the secret makes the pages' credentials)"
+                        .into(),
+                ))
+            }
+        };
         let recordings = self.recordings.or(file.recordings);
         let record_rooms = if self.record_rooms.is_empty() { file.record_rooms } else { self.record_rooms };
         for r in &record_rooms {
@@ -423,6 +453,7 @@ impl ServeArgs {
             ice_servers,
             http,
             page_mqtt_url,
+            page_turn,
             recordings,
             record_rooms,
             hls,

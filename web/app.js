@@ -2,7 +2,7 @@
 // protocol v1 (docs/signaling.md) over MQTT.js on the broker's websocket
 // listener. Query parameters fill the form (room, name, role, peer,
 // simulcast, user); `autojoin=1` joins at once; `audio=raw` turns the
-// browser's voice processing off.
+// browser's voice processing off; `relay=1` uses TURN only.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -72,7 +72,9 @@ class Call {
 
   async start() {
     const { opts } = this;
-    this.pc = new RTCPeerConnection({ iceServers: this.cfg.iceServers.map((u) => ({ urls: u })) });
+    // `?relay=1`: relayed candidates only (to check a TURN setup).
+    const policy = query.get("relay") === "1" ? "relay" : "all";
+    this.pc = new RTCPeerConnection({ iceServers: this.cfg.iceServers, iceTransportPolicy: policy });
     tessera.pc = this.pc;
     if (opts.role === "participant") {
       try {

@@ -50,8 +50,45 @@ pub struct PageConfig {
     pub layouts: Vec<String>,
     /// The layout new rooms start with.
     pub default_layout: String,
-    /// STUN servers the page may use (TURN credentials are not handed out).
+    /// STUN servers the page may use (static TURN credentials are never
+    /// handed out).
     pub ice_servers: Vec<String>,
+    /// TURN for pages, with credentials made per request (see [`PageTurn`]).
+    #[serde(skip)]
+    pub turn: Option<PageTurn>,
+}
+
+/// TURN servers that take time-limited credentials (the TURN REST scheme
+/// coturn implements with `--use-auth-secret`): the user name is the
+/// expiry time, the password its HMAC-SHA1 under the shared secret. Each
+/// `/config.json` gets a fresh pair, valid for [`TURN_LIFETIME`].
+#[derive(Clone)]
+pub struct PageTurn {
+    /// `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for PageTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageTurn").field("urls", &self.urls).field("secret", &"***").finish()
+    }
+}
+
+/// How long a page's TURN credentials stay valid.
+pub const TURN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+impl PageTurn {
+    /// A user name and password valid until `now` + [`TURN_LIFETIME`].
+    pub fn credentials(&self, now: std::time::SystemTime) -> (String, String) {
+        use base64::Engine;
+        let expiry = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + TURN_LIFETIME.as_secs();
+        let user = format!("{expiry}:tessera");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, self.secret.as_bytes());
+        let tag = ring::hmac::sign(&key, user.as_bytes());
+        (user, base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
+    }
 }
 
 /// What the handlers serve.
@@ -112,7 +149,16 @@ pub async fn serve(listener: Listener, state: HttpState, shutdown: impl Future<O
 }
 
 async fn config(State(s): State<Arc<HttpState>>) -> Response {
-    let mut r = axum::Json(s.page.clone()).into_response();
+    let mut body = serde_json::to_value(&s.page).unwrap_or_default();
+    // STUN as plain URLs, TURN with fresh time-limited credentials.
+    let mut servers: Vec<serde_json::Value> =
+        s.page.ice_servers.iter().map(|u| serde_json::json!({"urls": u})).collect();
+    if let Some(turn) = &s.page.turn {
+        let (username, credential) = turn.credentials(std::time::SystemTime::now());
+        servers.push(serde_json::json!({"urls": turn.urls, "username": username, "credential": credential}));
+    }
+    body["iceServers"] = serde_json::Value::Array(servers);
+    let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -174,4 +220,18 @@ async fn no_trickle() -> Response {
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found: the join page is at /\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_turn_credentials_follow_the_turn_rest_scheme() {
+        let turn = PageTurn { urls: vec!["turn:127.0.0.1:3478".into()], secret: "s3cret".into() };
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        // Worked out with Python's hmac (SHA-1) and base64 for this time and secret.
+        assert_eq!(turn.credentials(now), ("1021600:tessera".into(), "XKK8UNm8bLIGzS2o+O0WkhkneRA=".into()));
+        assert!(!format!("{turn:?}").contains("s3cret"), "the secret stays out of logs");
+    }
 }

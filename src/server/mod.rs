@@ -203,6 +203,10 @@ fn page_config(config: &ServerConfig, layouts: &BTreeMap<String, Arc<Layout>>) -
             Broker::External { .. } => None,
         },
         recording: config.recordings.is_some(),
+        turn: config
+            .page_turn
+            .as_ref()
+            .map(|(urls, secret)| crate::http::PageTurn { urls: urls.clone(), secret: secret.clone() }),
         login: matches!(&config.broker, Broker::Embedded { passwords: Some(_), .. }),
         layouts: layouts.keys().cloned().collect(),
         default_layout: config.layout.clone(),
