@@ -117,9 +117,9 @@ pub async fn read_video(
             (need_keyframe || dropping || waiting).then_some(active_ssrc).flatten()
         });
         // And layers whose size is unknown (their first keyframe was lost).
-        let asked: Vec<u32> = wanted.into_iter().chain(choice.unsized_layers()).collect();
+        // (No allocation per packet: `plis` only grows when one is due.)
         let mut plis: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
-        for target in asked {
+        for target in wanted.into_iter().chain(choice.unsized_layers()) {
             let due = last_pli.get(&target).is_none_or(|t| t.elapsed() >= PLI_INTERVAL);
             if due {
                 last_pli.insert(target, Instant::now());
