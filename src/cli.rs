@@ -25,8 +25,18 @@ pub fn serve(args: tessera::config::ServeArgs) -> Result<(), BoxError> {
     let config = args.resolve()?;
     runtime()?.block_on(async {
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("Ctrl-C: shutting down");
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+                _ = terminate => tracing::info!("SIGTERM: shutting down"),
+            }
         };
         tessera::server::serve(config, shutdown).await
     })?;
@@ -45,7 +55,8 @@ pub struct ClientArgs {
     /// Display name [default: the peer id].
     #[arg(long)]
     name: Option<String>,
-    /// MQTT broker.
+    /// MQTT broker; several, comma-separated (the nodes of a broker
+    /// cluster), are tried in turn.
     #[arg(long, env = "TESSERA_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
     mqtt_url: String,
     /// CA certificate (PEM) for mqtts://.
@@ -365,7 +376,7 @@ pub fn client(args: ClientArgs) -> Result<(), BoxError> {
                             tracing::warn!(peer = c.peer(), %reason, "session ended by the server")
                         }
                         Notice::Error { code, message } if code == "source" => source_failed = Some(message),
-                        Notice::Error { .. } | Notice::Send(_) => {}
+                        Notice::Error { .. } | Notice::Send(_) | Notice::Rejoin { .. } => {}
                     }
                 }
             }

@@ -44,7 +44,9 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 
     /// External MQTT broker, e.g. mqtt://user:pass@host:1883 or
-    /// mqtts://user:pass@host:8883. Without it an embedded broker is started.
+    /// mqtts://user:pass@host:8883; several, comma-separated (the nodes of
+    /// a broker cluster), are tried in turn. Without it an embedded broker
+    /// is started.
     #[arg(long, env = "TESSERA_MQTT_URL")]
     pub mqtt_url: Option<String>,
     /// CA certificate (PEM) to trust for mqtts:// (default: the system roots).
@@ -175,6 +177,26 @@ pub struct ServeArgs {
     /// placeholder [default: 5].
     #[arg(long, env = "TESSERA_VIDEO_TIMEOUT_SECS")]
     pub video_timeout_secs: Option<u64>,
+
+    /// Run as one node of several on the same broker and topic root: beat,
+    /// share the rooms out, take over the rooms of a node that dies, and
+    /// hand rooms over on SIGTERM (see docs/cluster.md).
+    #[arg(long, env = "TESSERA_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
+    pub cluster: Option<bool>,
+    /// This node's share of new rooms against the others' [default: 1].
+    #[arg(long, env = "TESSERA_CLUSTER_WEIGHT")]
+    pub cluster_weight: Option<f64>,
+    /// Milliseconds between heartbeats [default: 500].
+    #[arg(long, env = "TESSERA_CLUSTER_BEAT_MS")]
+    pub cluster_beat_ms: Option<u64>,
+    /// Milliseconds of silence after which a node counts as dead [default: 2000].
+    #[arg(long, env = "TESSERA_CLUSTER_DEAD_MS")]
+    pub cluster_dead_ms: Option<u64>,
+    /// Beat on a second broker connection (client id `{server-id}-beat`)
+    /// [default: true]; turn it off for a broker that makes client ids
+    /// of user names (Mosquitto's `use_username_as_clientid`).
+    #[arg(long, env = "TESSERA_CLUSTER_BEAT_CONNECTION")]
+    pub cluster_beat_connection: Option<bool>,
 }
 
 /// The config file: the same keys as the flags.
@@ -220,6 +242,24 @@ struct FileConfig {
     speaker_hold_ms: Option<u64>,
     silence_timeout_secs: Option<u64>,
     video_timeout_secs: Option<u64>,
+    cluster: Option<bool>,
+    cluster_weight: Option<f64>,
+    cluster_beat_ms: Option<u64>,
+    cluster_dead_ms: Option<u64>,
+    cluster_beat_connection: Option<bool>,
+}
+
+/// How a cluster node beats and judges the others.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClusterSettings {
+    /// Rendezvous weight.
+    pub weight: f64,
+    /// Between heartbeats.
+    pub beat: Duration,
+    /// Silence that makes a node dead.
+    pub dead_after: Duration,
+    /// Beat on a connection of its own.
+    pub beat_connection: bool,
 }
 
 /// Where signaling goes.
@@ -304,6 +344,8 @@ pub struct ServerConfig {
     pub silence_timeout: Duration,
     /// Frozen-picture timeout.
     pub video_timeout: Duration,
+    /// One node of several (`--cluster`).
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl ServeArgs {
@@ -316,8 +358,10 @@ impl ServeArgs {
         let mqtt_url = self.mqtt_url.or(file.mqtt_url);
         let broker = match mqtt_url {
             Some(url) => {
-                if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
-                    return Err(ConfigError::Invalid(format!("--mqtt-url {url}: expected mqtt:// or mqtts://")));
+                for one in url.split(',').map(str::trim) {
+                    if !(one.starts_with("mqtt://") || one.starts_with("mqtts://")) {
+                        return Err(ConfigError::Invalid(format!("--mqtt-url {one}: expected mqtt:// or mqtts://")));
+                    }
                 }
                 Broker::External { url, ca: self.mqtt_ca.or(file.mqtt_ca) }
             }
@@ -492,6 +536,29 @@ impl ServeArgs {
                 "video timeout",
                 self.video_timeout_secs.or(file.video_timeout_secs).unwrap_or(5),
             )?),
+            cluster: match self.cluster.or(file.cluster).unwrap_or(false) {
+                false => None,
+                true => {
+                    let weight = self.cluster_weight.or(file.cluster_weight).unwrap_or(1.0);
+                    if !(weight.is_finite() && weight > 0.0) {
+                        return Err(ConfigError::Invalid(format!("cluster weight {weight} must be above 0")));
+                    }
+                    let beat = positive("cluster beat", self.cluster_beat_ms.or(file.cluster_beat_ms).unwrap_or(500))?;
+                    let dead = positive("cluster dead", self.cluster_dead_ms.or(file.cluster_dead_ms).unwrap_or(2000))?;
+                    if dead < beat * 2 {
+                        return Err(ConfigError::Invalid(format!(
+                            "--cluster-dead-ms {dead} must be at least two heartbeats ({} ms)",
+                            beat * 2
+                        )));
+                    }
+                    Some(ClusterSettings {
+                        weight,
+                        beat: Duration::from_millis(beat),
+                        dead_after: Duration::from_millis(dead),
+                        beat_connection: self.cluster_beat_connection.or(file.cluster_beat_connection).unwrap_or(true),
+                    })
+                }
+            },
         })
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod bwe;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod layout;

@@ -228,6 +228,28 @@ async fn two_pages_and_a_client_share_a_call() {
         check_tiles(&desk, &s, &grid, &colours)
     })
     .await;
+    // Told to rejoin (as a cluster's new owner says when a node dies), page
+    // a offers again on a new connection and is back in the composite.
+    let before = Instant::now();
+    desk.link()
+        .publish("tessera/web/out/page-a", br#"{"type":"rejoin","reason":"moved","epoch":5}"#.to_vec(), false)
+        .await
+        .unwrap();
+    let d = Deadline::new(LIMIT, "page a rejoins");
+    loop {
+        let rejoins = browser.eval("a", "tessera.rejoins").await;
+        let state = browser.eval("a", "tessera.pc.connectionState").await;
+        let share = shares(&mut browser, "a", &[red]).await[0];
+        let back = desk.latest_frame().is_some_and(|f| f.at > before);
+        let s = desk.room_state();
+        let desk_sees = s.as_ref().is_some_and(|s| check_tiles(&desk, s, &grid, &colours).is_ok());
+        if rejoins == 1 && state == "connected" && share > 0.1 && back && desk_sees {
+            break;
+        }
+        d.wait(format!("rejoins {rejoins}, {state}, desk's share on a {share:.2}, desk sees a: {desk_sees}")).await;
+    }
+    eprintln!("page a rejoined in {} ms", before.elapsed().as_millis());
+
     browser.click("b", "#leave").await;
     let at = Instant::now();
     let two = vec![("desk".to_string(), red), ("page-a".to_string(), blue)];

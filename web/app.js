@@ -68,14 +68,18 @@ class Call {
     this.local = null;
     this.videoSender = null;
     this.ended = false;
+    // Cluster servers stamp an epoch on their messages: a lower one than
+    // the highest seen is an old owner's; `joined` is the one this
+    // connection is for. Every offer has an id the server stamps back.
+    this.epochs = { highest: 0, joined: 0 };
+    this.offers = 0;
+    this.offerId = null;
+    this.answered = false;
+    tessera.rejoins = 0;
   }
 
   async start() {
     const { opts } = this;
-    // `?relay=1`: relayed candidates only (to check a TURN setup).
-    const policy = query.get("relay") === "1" ? "relay" : "all";
-    this.pc = new RTCPeerConnection({ iceServers: this.cfg.iceServers, iceTransportPolicy: policy });
-    tessera.pc = this.pc;
     if (opts.role === "participant") {
       try {
         this.local = await navigator.mediaDevices.getUserMedia({
@@ -91,6 +95,19 @@ class Call {
         opts.role = "viewer";
       }
     }
+    this.buildPc();
+    $("mic").disabled = !this.local || !this.local.getAudioTracks().length;
+    $("cam").disabled = !this.local || !this.local.getVideoTracks().length;
+    this.connectBroker();
+  }
+
+  // A peer connection for this page's tracks (a rejoin builds another).
+  buildPc() {
+    const { opts } = this;
+    // `?relay=1`: relayed candidates only (to check a TURN setup).
+    const policy = query.get("relay") === "1" ? "relay" : "all";
+    this.pc = new RTCPeerConnection({ iceServers: this.cfg.iceServers, iceTransportPolicy: policy });
+    tessera.pc = this.pc;
     if (this.local) {
       const [audio] = this.local.getAudioTracks();
       const [video] = this.local.getVideoTracks();
@@ -113,11 +130,11 @@ class Call {
       this.pc.addTransceiver("audio", { direction: "recvonly" });
       this.pc.addTransceiver("video", { direction: "recvonly" });
     }
-    $("mic").disabled = !this.local || !this.local.getAudioTracks().length;
-    $("cam").disabled = !this.local || !this.local.getVideoTracks().length;
 
     const remote = new MediaStream();
+    const pc = this.pc;
     this.pc.ontrack = (e) => {
+      if (pc !== this.pc) return;
       remote.addTrack(e.track);
       const v = $("composite");
       if (v.srcObject !== remote) v.srcObject = remote;
@@ -126,10 +143,14 @@ class Call {
     };
     this.pc.onconnectionstatechange = () => this.status();
     this.pc.onicecandidate = (e) => {
+      if (pc !== this.pc) return;
       const c = e.candidate ? { type: "candidate", ...e.candidate.toJSON() } : { type: "candidate", candidate: null };
       this.publish(this.topics.in, c);
     };
+  }
 
+  connectBroker() {
+    const { opts } = this;
     const mqttOpts = {
       clientId: opts.peer,
       protocolVersion: 4,
@@ -173,15 +194,40 @@ class Call {
       }
       if (this.offered) return; // a reconnect: the call goes on
       this.offered = true;
-      const offer = await this.pc.createOffer();
-      await this.pc.setLocalDescription(offer);
-      const msg = { type: "offer", sdp: offer.sdp, name: this.opts.name || this.opts.peer };
-      const view = viewSize();
-      if (view) msg.view = view;
-      tessera.view = view;
-      this.publish(this.topics.in, msg);
-      this.status("joining…");
+      await this.offer();
     });
+  }
+
+  async offer() {
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    this.offerId = `${this.opts.peer.slice(0, 40)}-${Date.now().toString(36)}-${++this.offers}`;
+    this.answered = false;
+    const msg = { type: "offer", sdp: offer.sdp, name: this.opts.name || this.opts.peer, id: this.offerId };
+    const view = viewSize();
+    if (view) msg.view = view;
+    tessera.view = view;
+    this.publish(this.topics.in, msg);
+    this.status("joining…");
+    // A cluster node may die before it answers: offer again.
+    const id = this.offerId;
+    setTimeout(() => {
+      if (!this.ended && !this.answered && this.offerId === id && this.epochs.highest > 0) this.rejoin("no answer");
+    }, 6000);
+  }
+
+  // The room moved to another node: a new connection, the same tracks,
+  // the same peer id (so the same place in the room).
+  async rejoin(why) {
+    if (this.ended) return;
+    tessera.rejoins++;
+    const old = this.pc;
+    this.buildPc();
+    try {
+      old.close();
+    } catch {}
+    this.status(`moving to another server (${why})…`);
+    await this.offer();
   }
 
   brokerError(e) {
@@ -205,12 +251,29 @@ class Call {
     } catch {
       return;
     }
+    // An old owner's message, or one for an earlier offer of this page.
+    if (typeof msg.epoch === "number" && msg.epoch < this.epochs.highest) return;
+    if (msg.offer && msg.offer !== this.offerId) return;
     try {
       switch (msg.type) {
         case "answer":
+          if (this.answered) break;
+          this.answered = true;
+          if (typeof msg.epoch === "number") {
+            this.epochs.highest = Math.max(this.epochs.highest, msg.epoch);
+            this.epochs.joined = Math.max(this.epochs.joined, msg.epoch);
+          }
           await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
           tessera.joined = true;
           this.status();
+          break;
+        case "rejoin":
+          if (typeof msg.epoch === "number") {
+            if (msg.epoch <= this.epochs.joined) break; // already joined that owner
+            this.epochs.highest = Math.max(this.epochs.highest, msg.epoch);
+            this.epochs.joined = msg.epoch;
+          }
+          await this.rejoin(msg.reason || "moved");
           break;
         case "candidate":
           if (msg.candidate) {
@@ -224,6 +287,10 @@ class Call {
           showError("error", `${WHY[msg.code] || "The server refused."} ${msg.message || ""} (${msg.code})`);
           break;
         case "bye":
+          if (msg.reason === "moved") {
+            await this.rejoin("moved");
+            break;
+          }
           this.end();
           leaveUi(`The server ended the call: ${msg.reason}.`);
           break;
@@ -265,6 +332,14 @@ class Call {
       return;
     }
     tessera.state = state;
+    if (typeof state.epoch === "number") {
+      this.epochs.highest = Math.max(this.epochs.highest, state.epoch);
+      // A newer owner than this connection's, which this page was not told about.
+      if (this.answered && state.epoch > this.epochs.joined) {
+        this.epochs.joined = state.epoch;
+        this.rejoin("the room moved");
+      }
+    }
     this.renderMembers(state.participants || []);
     $("rec").hidden = !state.recording;
     $("record").textContent = state.recording ? "Stop recording" : "Record";
@@ -300,9 +375,16 @@ class Call {
 
   // A level meter of what this page hears; the analyser also serves tests.
   listen(stream) {
-    if (this.analyser) return;
+    if (this.analyser) {
+      // A new connection (a rejoin): the meter follows its stream.
+      if (this.source) this.source.disconnect();
+      this.source = this.audioCtx.createMediaStreamSource(stream);
+      this.source.connect(this.analyser);
+      return;
+    }
     const ctx = new AudioContext();
     const src = ctx.createMediaStreamSource(stream);
+    this.source = src;
     const an = ctx.createAnalyser();
     an.fftSize = 4096;
     src.connect(an);

@@ -9,19 +9,17 @@
 //! runs N of them in one process as a load generator.
 
 pub mod receive;
+mod session;
 pub mod source;
 pub mod stamp;
 mod y4m_input;
 
 use crate::layout::Layout;
-use crate::peer::{self, PeerEvent, PeerOptions};
-use crate::pipeline::decode::VideoDecoder;
-use crate::signaling::link::{Link, LinkEvent, LinkOptions};
-use crate::signaling::protocol::{Candidate, RoomState, SendHint, Topics};
-use receive::{CompositeSink, Received, TileMap, VideoRecorder};
+use crate::peer::{self, PeerOptions};
+use crate::signaling::link::{Link, LinkOptions};
+use crate::signaling::protocol::{RoomState, SendHint, Topics};
+use receive::{Received, TileMap, VideoRecorder};
 use rtc::media::Sample;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use serde::Deserialize;
 use source::{AudioSource, Encoded, MediaThread, SendSettings, VideoSource};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,8 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
-use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
+use webrtc::rtp_transceiver::RtpSender;
 
 /// How the client takes part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -213,16 +210,12 @@ pub enum Notice {
     },
     /// `{"type":"send",...}`: what the server asked this sender for.
     Send(SendHint),
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Incoming {
-    Answer { sdp: String },
-    Candidate(Candidate),
-    Error { code: String, message: String },
-    Bye { reason: String },
-    Send(SendHint),
+    /// `{"type":"rejoin",...}` (or `bye` with reason `moved`): the client
+    /// offered again.
+    Rejoin {
+        /// Reason.
+        reason: String,
+    },
 }
 
 struct Shared {
@@ -236,6 +229,8 @@ struct Shared {
     layouts_dir: PathBuf,
     /// The server's latest `send` hint.
     hint: Mutex<Option<SendHint>>,
+    /// New sessions after the first (rejoins).
+    rejoins: std::sync::atomic::AtomicU64,
 }
 
 /// A joined client.
@@ -244,7 +239,6 @@ pub struct Client {
     room: String,
     topics: Topics,
     link: Link,
-    pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
     media: Arc<Mutex<Option<Arc<MediaThread>>>>,
@@ -268,11 +262,17 @@ pub struct Stats {
     pub freezes: u64,
     /// Their total length.
     pub frozen: Duration,
+    /// The longest.
+    pub longest_freeze: Duration,
+    /// New sessions after the first (the room moved to another node).
+    pub rejoins: u64,
 }
 
 impl Client {
     /// Connects to the broker, offers, and starts media; returns once the
-    /// offer is sent (see [`Client::wait_connected`]).
+    /// offer is sent (see [`Client::wait_connected`]). When the server
+    /// asks it to rejoin (its room moved to another node), it offers again
+    /// by itself with a new connection, keeping its counters and sources.
     pub async fn join(o: ClientOptions) -> Result<Client, ClientError> {
         let topics = Topics::new(o.topic_root.clone());
         let in_topic = topics.peer_in(&o.room, &o.peer);
@@ -284,48 +284,12 @@ impl Client {
             subscriptions: vec![topics.peer_out(&o.room, &o.peer), topics.state(&o.room)],
             announce: vec![],
             keep_alive: Duration::from_secs(5),
+            subscribe_qos0: false,
         })?;
         if !link.ready(Duration::from_secs(10)).await {
             link.kill();
             return Err(ClientError::Unreachable(o.url.clone()));
         }
-        let (pev_tx, mut pev_rx) = mpsc::unbounded_channel();
-        let pc = peer::build_peer(&o.peer_options, pev_tx, None, None).await?;
-
-        // Tracks for the role: send what we have, receive what we may.
-        let sends = o.role != ClientRole::Viewer;
-        let receives = o.role != ClientRole::Source;
-        let has_video = sends && !matches!(o.send.video, VideoSource::None);
-        let has_audio = sends && !matches!(o.send.audio, AudioSource::None);
-        let mut video_out = None;
-        let mut audio_out = None;
-        for (kind, has) in [(RtpCodecKind::Video, has_video), (RtpCodecKind::Audio, has_audio)] {
-            if has {
-                let ssrc = peer::random_ssrc();
-                let track = peer::local_track(kind, &format!("{}-{kind}", o.peer), ssrc)?;
-                let direction =
-                    if receives { RTCRtpTransceiverDirection::Sendrecv } else { RTCRtpTransceiverDirection::Sendonly };
-                let transceiver = pc
-                    .add_transceiver_from_track(
-                        track.clone() as Arc<dyn TrackLocal>,
-                        Some(RTCRtpTransceiverInit { direction, ..Default::default() }),
-                    )
-                    .await?;
-                let sender =
-                    transceiver.sender().await?.ok_or(ClientError::Internal("transceiver without a sender"))?;
-                match kind {
-                    RtpCodecKind::Video => video_out = Some((track, ssrc, sender)),
-                    _ => audio_out = Some((track, ssrc, sender)),
-                }
-            } else if receives {
-                let init =
-                    RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
-                pc.add_transceiver_from_kind(kind, Some(init)).await?;
-            }
-        }
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer.clone()).await?;
-
         let received = Received::new();
         let (state_tx, _) = watch::channel(None);
         let (connected_tx, _) = watch::channel(false);
@@ -339,21 +303,13 @@ impl Client {
             layouts: Mutex::new(BTreeMap::new()),
             layouts_dir: o.layouts.clone(),
             hint: Mutex::new(None),
+            rejoins: std::sync::atomic::AtomicU64::new(0),
         });
-        let mut offer_msg = serde_json::json!({"type": "offer", "sdp": offer.sdp});
-        if let Some(name) = &o.name {
-            offer_msg["name"] = name.clone().into();
-        }
-        if let Some((w, h)) = o.view {
-            offer_msg["view"] = serde_json::json!({"width": w, "height": h});
-        }
-        link.publish(&in_topic, serde_json::to_vec(&offer_msg).unwrap_or_default(), false).await?;
-
         let recorder = match &o.record_video {
             Some(path) => Some(VideoRecorder::create(path, 30).map_err(ClientError::Record)?),
             None => None,
         };
-        let audio_rx_thread = if receives {
+        let audio_rx = if o.role != ClientRole::Source {
             Some(
                 receive::spawn_audio(received.clone(), o.record_audio.clone(), format!("recv-audio-{}", o.peer))
                     .map_err(ClientError::Record)?,
@@ -363,149 +319,59 @@ impl Client {
         };
         let media: Arc<Mutex<Option<Arc<MediaThread>>>> = Arc::new(Mutex::new(None));
         let stop = Arc::new(tokio::sync::Notify::new());
+        let mut cx = session::Context {
+            options: o.clone(),
+            link: link.clone(),
+            in_topic,
+            shared: shared.clone(),
+            media: media.clone(),
+            audio_rx,
+            recorder,
+            epochs: session::Epochs::default(),
+            offers: 0,
+            nonce: peer::random_ssrc(),
+        };
+        let first = session::Session::open(&mut cx).await?;
         let task = {
-            let (pc, link, shared, media, o, stop) =
-                (pc.clone(), link.clone(), shared.clone(), media.clone(), o.clone(), stop.clone());
-            let mut recorder = recorder;
+            let stop = stop.clone();
             let span = tracing::info_span!("client", room = %o.room, peer = %o.peer);
             tokio::spawn(tracing::Instrument::instrument(
                 async move {
-                    let mut remote_set = false;
-                    let mut connected = false;
-                    let mut pending_start: Option<Writers> = None;
-                    let mut queued: Vec<Candidate> = Vec::new();
-                    let mut tasks = Vec::new();
+                    let mut current = first;
                     loop {
-                        tokio::select! {
-                            _ = stop.notified() => break,
-                            ev = link_events.recv() => {
-                                let Some(ev) = ev else { break };
-                                let LinkEvent::Message { topic, payload } = ev else { continue };
-                                if topic.ends_with("/state") {
-                                    shared.set_state(&payload);
-                                    continue;
-                                }
-                                match serde_json::from_slice::<Incoming>(&payload) {
-                                    Ok(Incoming::Answer { sdp }) => {
-                                        *shared.answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                                        let sdp = match &o.relay { Some(map) => map_sdp(&sdp, map), None => sdp };
-                                        let applied = match RTCSessionDescription::answer(sdp) {
-                                            Ok(a) => pc.set_remote_description(a).await,
-                                            Err(e) => Err(e),
-                                        };
-                                        if let Err(e) = applied {
-                                            tracing::warn!(error = %e, "answer refused");
-                                            shared.notice(Notice::Error { code: "bad-answer".into(), message: e.to_string() });
-                                            continue;
-                                        }
-                                        remote_set = true;
-                                        for c in queued.drain(..) {
-                                            let _ = pc.add_ice_candidate(peer::to_init(&c)).await;
-                                        }
-                                        // Writers now that payload types are known; the
-                                        // sources start once connected (packets before
-                                        // DTLS is up are dropped, the first keyframe too).
-                                        let video = match &video_out { Some((t, s, snd)) => writer(t.clone(), *s, snd).await, None => None };
-                                        let audio = match &audio_out { Some((t, s, snd)) => writer(t.clone(), *s, snd).await, None => None };
-                                        pending_start = Some((video.as_ref().map(|v| v.0.clone()), audio.as_ref().map(|a| a.0.clone())));
-                                        tasks.extend(video.map(|v| v.1));
-                                        tasks.extend(audio.map(|a| a.1));
-                                        if connected {
-                                            start_sources(&o, pending_start.take(), &video_out, &media, &shared, &mut tasks);
-                                        }
-                                    }
-                                    Ok(Incoming::Candidate(mut c)) => {
-                                        if c.is_end() { continue; }
-                                        if let Some(map) = &o.relay {
-                                            match c.candidate.as_deref().and_then(|l| map_candidate(l, map)) {
-                                                Some(line) => c.candidate = Some(line),
-                                                None => continue,
-                                            }
-                                        }
-                                        if remote_set { let _ = pc.add_ice_candidate(peer::to_init(&c)).await; } else { queued.push(c); }
-                                    }
-                                    Ok(Incoming::Error { code, message }) => {
-                                        tracing::warn!(%code, %message, "server refused");
-                                        shared.notice(Notice::Error { code, message });
-                                    }
-                                    Ok(Incoming::Send(hint)) => {
-                                        tracing::debug!(?hint, "send hint");
-                                        if o.follow_hints {
-                                            if let Some(m) = media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                                                m.hint(&o.peer, hint);
-                                            }
-                                            *shared.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(hint);
-                                        }
-                                        shared.notice(Notice::Send(hint));
-                                    }
-                                    Ok(Incoming::Bye { reason }) => {
-                                        tracing::info!(%reason, "server ended the session");
-                                        shared.notice(Notice::Bye { reason });
-                                        break;
-                                    }
-                                    Err(e) => tracing::debug!(error = %e, "unreadable message"),
-                                }
-                            }
-                            ev = pev_rx.recv() => match ev {
-                                Some(PeerEvent::Candidate(_)) if o.relay.is_some() => {}
-                                Some(PeerEvent::Candidate(c)) => {
-                                    let msg = serde_json::json!({"type": "candidate", "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_m_line_index});
-                                    let _ = link.publish(&in_topic, serde_json::to_vec(&msg).unwrap_or_default(), false).await;
-                                }
-                                Some(PeerEvent::GatheringComplete) => {}
-                                Some(PeerEvent::State(s)) => {
-                                    tracing::debug!(state = %s, "connection state");
-                                    connected = s == RTCPeerConnectionState::Connected;
-                                    shared.connected.send_replace(connected);
-                                    if connected && pending_start.is_some() {
-                                        start_sources(&o, pending_start.take(), &video_out, &media, &shared, &mut tasks);
-                                    }
-                                    if s == RTCPeerConnectionState::Failed { break; }
-                                }
-                                Some(PeerEvent::Track(track)) => {
-                                    let received = shared.received.clone();
-                                    match track.kind().await {
-                                        RtpCodecKind::Video => {
-                                            let count = { let r = received.clone(); move |n: usize| { r.video_bytes.fetch_add(n as u64, Ordering::Relaxed); } };
-                                            if !o.decode {
-                                                let counter = receive::UnitCounter(received.clone());
-                                                tasks.push(tokio::spawn(async move { peer::receive::read_h264(track, counter, count).await; }));
-                                                continue;
-                                            }
-                                            let sink = CompositeSink { received: received.clone(), recorder: recorder.take() };
-                                            match VideoDecoder::spawn(format!("recv-video-{}", o.peer), sink) {
-                                                Ok(decoder) => tasks.push(tokio::spawn(async move {
-                                                    peer::receive::read_h264(track, decoder, count).await;
-                                                })),
-                                                Err(e) => tracing::warn!(error = %e, "cannot start decoder"),
-                                            }
-                                        }
-                                        RtpCodecKind::Audio => {
-                                            if let Some(tx) = audio_rx_thread.clone() {
-                                                tasks.push(tokio::spawn(peer::receive::read_opus(track, move |seq, p| { let _ = tx.try_send((seq, p)); })));
-                                            }
-                                        }
-                                        _ => {}
-                                    }
-                                }
-                                None => break,
+                        let end = current.run(&mut cx, &mut link_events, &stop).await;
+                        if end == session::End::Stop {
+                            break;
+                        }
+                        // The old connection goes in the background; the
+                        // sources keep running and feed the new one.
+                        if let Some(m) = cx.media.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                            m.detach(&cx.options.peer);
+                        }
+                        tokio::spawn(current.close(Duration::from_secs(2)));
+                        cx.shared.rejoins.fetch_add(1, Ordering::Relaxed);
+                        cx.shared.connected.send_replace(false);
+                        match session::Session::open(&mut cx).await {
+                            Ok(s) => current = s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot offer again");
+                                cx.shared.notice(Notice::Error { code: "rejoin".into(), message: e.to_string() });
+                                cx.shared.connected.send_replace(false);
+                                return;
                             }
                         }
                     }
-                    if let Some(m) = media.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        m.detach(&o.peer);
+                    if let Some(m) = cx.media.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        m.detach(&cx.options.peer);
                     }
-                    let _ = pc.close().await;
                     // Readers end with the connection; their decoders flush recordings.
-                    for t in tasks {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-                    }
-                    shared.connected.send_replace(false);
+                    current.close(Duration::from_secs(2)).await;
+                    cx.shared.connected.send_replace(false);
                 },
                 span,
             ))
         };
-        Ok(Client { peer: o.peer, room: o.room, topics, link, pc, shared, task, media, stop })
+        Ok(Client { peer: o.peer, room: o.room, topics, link, shared, task, media, stop })
     }
 
     /// Peer id.
@@ -598,7 +464,6 @@ impl Client {
             m.detach(&self.peer);
         }
         self.stop.notify_one();
-        let _ = self.pc.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
         if crash {
             self.link.kill();
@@ -621,6 +486,8 @@ impl Shared {
             answer_time: answered.map(|t| t.duration_since(self.offered)),
             freezes: r.freezes.lock().map(|f| f.count).unwrap_or(0),
             frozen: r.freezes.lock().map(|f| f.total).unwrap_or_default(),
+            longest_freeze: r.freezes.lock().map(|f| f.longest).unwrap_or_default(),
+            rejoins: self.rejoins.load(Ordering::Relaxed),
         }
     }
 
@@ -628,12 +495,24 @@ impl Shared {
         self.notices.lock().unwrap_or_else(|e| e.into_inner()).push(n);
     }
 
-    fn set_state(&self, payload: &[u8]) {
+    /// The first answer came (`offered`: when its offer went out).
+    fn answered_at(&self, offered: Instant) {
+        let mut answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        if answered.is_none() && offered == self.offered {
+            *answered = Some(Instant::now());
+        } else if answered.is_none() {
+            *answered = Some(self.offered + offered.elapsed());
+        }
+    }
+
+    /// A room state; returns its epoch.
+    fn set_state(&self, payload: &[u8]) -> Option<u64> {
         if payload.is_empty() {
             self.state.send_replace(None);
-            return;
+            return None;
         }
-        let Ok(state) = serde_json::from_slice::<RoomState>(payload) else { return };
+        let Ok(state) = serde_json::from_slice::<RoomState>(payload) else { return None };
+        let epoch = state.epoch;
         let layout = {
             let mut cache = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
             cache
@@ -651,12 +530,13 @@ impl Shared {
         });
         *self.received.tiles.lock().unwrap_or_else(|e| e.into_inner()) = map;
         self.state.send_replace(Some(state));
+        epoch
     }
 }
 
-type Outgoing = Option<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>)>;
+pub(crate) type Outgoing = Option<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>)>;
 /// Where the media thread sends encoded video and audio.
-type Writers = (Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>);
+pub(crate) type Writers = (Option<mpsc::Sender<Encoded>>, Option<mpsc::Sender<Encoded>>);
 
 /// Attaches the writers to the client's media thread (the shared one, or
 /// one of its own started now), and listens for the server's keyframe
@@ -722,6 +602,7 @@ async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, thread: std::sync
         if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
             if packets.iter().any(peer::rtcp::is_keyframe_request) {
                 let Some(thread) = thread.upgrade() else { break };
+                tracing::debug!("keyframe asked for");
                 thread.request_keyframe();
             }
         }

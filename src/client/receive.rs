@@ -164,6 +164,8 @@ pub struct Freezes {
     pub count: u64,
     /// Their total length.
     pub total: std::time::Duration,
+    /// The longest.
+    pub longest: std::time::Duration,
 }
 
 impl Freezes {
@@ -174,7 +176,9 @@ impl Freezes {
             if let Some(mean) = self.mean {
                 if gap > (3.0 * mean).max(mean + 0.150) {
                     self.count += 1;
-                    self.total += std::time::Duration::from_secs_f64(gap);
+                    let gap = std::time::Duration::from_secs_f64(gap);
+                    self.total += gap;
+                    self.longest = self.longest.max(gap);
                 }
             }
             // The mean follows the last ~30 frames.
@@ -264,14 +268,13 @@ fn measure_latency(r: &Received, frame: &FrameRef<'_>) {
     }
 }
 
+/// Where the audio receive thread takes packets (with their RTP sequence numbers).
+pub type AudioTx = std::sync::mpsc::SyncSender<(u16, Vec<u8>)>;
+
 /// The audio receive thread: decodes the mix (concealing lost packets, as
 /// a player would, so it keeps its timing), keeps the last seconds,
 /// records WAV if asked. Packets come with their RTP sequence numbers.
-pub fn spawn_audio(
-    received: Arc<Received>,
-    wav: Option<PathBuf>,
-    name: String,
-) -> std::io::Result<std::sync::mpsc::SyncSender<(u16, Vec<u8>)>> {
+pub fn spawn_audio(received: Arc<Received>, wav: Option<PathBuf>, name: String) -> std::io::Result<AudioTx> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(64);
     let mut writer = match &wav {
         Some(path) => Some(

@@ -529,6 +529,8 @@ impl Room {
                 .and_then(|id| self.members.iter().find(|m| m.id == id))
                 .map(|m| m.peer.clone()),
             recording: self.recording,
+            owner: None,
+            epoch: None,
         }
     }
 

@@ -1,6 +1,10 @@
 //! Routes signaling messages to room tasks, creating rooms on demand and
 //! removing them once idle; enforces the per-peer rate limit and the room
-//! limit; answers what cannot be routed.
+//! limit; answers what cannot be routed. On a cluster node it also beats,
+//! leaves other nodes' rooms alone, takes over rooms and drains
+//! ([`cluster`]).
+
+mod cluster;
 
 use super::rate::Bucket;
 use super::room_task::{too_many_rooms, RoomEvent, RoomTask, RoomTracker};
@@ -22,6 +26,10 @@ struct RoomEntry {
     tracker: Arc<RoomTracker>,
     sent: u64,
     task: tokio::task::JoinHandle<()>,
+    /// This node's epoch for the room (cluster nodes only).
+    epoch: Option<u64>,
+    /// A room taken over stays open this long for its members to rejoin.
+    hold_until: Option<Instant>,
 }
 
 /// How often the server's presence (with its load) is republished.
@@ -35,12 +43,57 @@ pub(super) struct Dispatcher {
     idle_rx: mpsc::Receiver<String>,
     /// The broker link was ready once (later readies are reconnects).
     was_ready: bool,
+    /// This node's view of the cluster (`--cluster`).
+    cluster: Option<crate::cluster::Cluster>,
+    /// The cluster's clock starts here.
+    start: Instant,
+    /// Draining (SIGTERM on a cluster node) until then at the latest.
+    drain_until: Option<Instant>,
+    /// Cluster nodes alive at the last heartbeat tick, and whether the
+    /// node had settled then (for the log).
+    alive: (std::collections::BTreeSet<String>, bool),
+    /// A cluster node's heartbeat connection, and its events.
+    beats: Option<(crate::signaling::link::Link, mpsc::Receiver<LinkEvent>)>,
+    /// Whether the signaling and heartbeat connections are up.
+    links_up: (bool, bool),
 }
 
 impl Dispatcher {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        beats: Option<(crate::signaling::link::Link, mpsc::Receiver<LinkEvent>)>,
+    ) -> Self {
         let (idle_tx, idle_rx) = mpsc::channel(256);
-        Self { shared, rooms: HashMap::new(), buckets: HashMap::new(), idle_tx, idle_rx, was_ready: false }
+        let cluster = shared.config.cluster.map(|c| {
+            crate::cluster::Cluster::new(
+                crate::cluster::ClusterConfig {
+                    node: shared.config.server_id.clone(),
+                    weight: c.weight,
+                    beat_interval: c.beat,
+                    dead_after: c.dead_after,
+                },
+                Duration::ZERO,
+            )
+        });
+        // It hears the others once both its connections are up.
+        let mut cluster = cluster;
+        if let Some(c) = cluster.as_mut() {
+            c.deaf();
+        }
+        Self {
+            shared,
+            rooms: HashMap::new(),
+            buckets: HashMap::new(),
+            idle_tx,
+            idle_rx,
+            was_ready: false,
+            cluster,
+            start: Instant::now(),
+            drain_until: None,
+            alive: Default::default(),
+            links_up: (false, beats.is_none()),
+            beats,
+        }
     }
 
     pub(super) async fn run(mut self, mut events: mpsc::Receiver<LinkEvent>, shutdown: impl Future<Output = ()>) {
@@ -48,22 +101,46 @@ impl Dispatcher {
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
         let mut presence = tokio::time::interval(PRESENCE_INTERVAL);
         let mut figures = tokio::time::interval(Duration::from_secs(1));
+        let beat_every = self.shared.config.cluster.map_or(Duration::from_secs(3600), |c| c.beat);
+        let mut beat = tokio::time::interval(beat_every);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if self.drain_until.is_none() => {
+                    if !self.start_drain().await {
+                        break;
+                    }
+                }
+                _ = beat.tick(), if self.cluster.is_some() => {
+                    if self.cluster_tick().await {
+                        break;
+                    }
+                }
                 ev = events.recv() => match ev {
                     Some(LinkEvent::Message { topic, payload }) => self.message(&topic, &payload).await,
                     Some(LinkEvent::Ready) => {
                         if std::mem::replace(&mut self.was_ready, true) {
                             super::metrics::broker_reconnect();
                         }
+                        self.links_changed(Some(true), None);
                         for room in self.rooms.values_mut() {
                             room.sent += 1;
                             let _ = room.tx.send(RoomEvent::Resync).await;
                         }
                     }
-                    Some(LinkEvent::Down(why)) => tracing::warn!(%why, "broker connection lost; reconnecting"),
+                    Some(LinkEvent::Down(why)) => {
+                        tracing::warn!(%why, "broker connection lost; reconnecting");
+                        self.links_changed(Some(false), None);
+                    }
                     None => break,
+                },
+                Some(ev) = next_beat(&mut self.beats) => match ev {
+                    LinkEvent::Message { topic, payload } => self.message(&topic, &payload).await,
+                    LinkEvent::Ready => self.links_changed(None, Some(true)),
+                    LinkEvent::Down(why) => {
+                        tracing::warn!(%why, "heartbeat connection lost; reconnecting");
+                        self.links_changed(None, Some(false));
+                    }
                 },
                 Some(room) = self.idle_rx.recv() => self.maybe_remove(&room),
                 _ = figures.tick() => super::metrics::server(self.rooms.len()),
@@ -120,6 +197,9 @@ impl Dispatcher {
     /// Removes an idle room if nothing is on its way to it.
     fn maybe_remove(&mut self, room: &str) {
         let Some(entry) = self.rooms.get(room) else { return };
+        if entry.hold_until.is_some_and(|t| Instant::now() < t) {
+            return; // taken over: its members have a moment to rejoin
+        }
         let processed = entry.tracker.processed.load(Ordering::Acquire);
         let members = entry.tracker.members.load(Ordering::Acquire);
         tracing::trace!(room, processed, sent = entry.sent, members, "idle room?");
@@ -127,8 +207,16 @@ impl Dispatcher {
             // Nothing is on its way to it and nobody is in it: close it. A
             // message for this room from now on starts a new task.
             if let Some(entry) = self.rooms.remove(room) {
+                // A claim published for members who never came back is
+                // cleared too (the room itself clears it when its last
+                // member leaves).
+                let clear =
+                    entry.hold_until.is_some().then(|| (self.shared.link.clone(), self.shared.topics.state(room)));
                 tokio::spawn(async move {
                     let _ = entry.tx.send(RoomEvent::Close).await;
+                    if let Some((link, topic)) = clear {
+                        let _ = link.publish(&topic, Vec::new(), true).await;
+                    }
                 });
             }
         }
@@ -166,15 +254,27 @@ impl Dispatcher {
             return self.legacy(topic, payload).await;
         }
         let topics = self.shared.topics.clone();
-        let native = |topic: String| Outbox::Native { topic };
+        let native = |topic: String| Outbox::Native { topic, epoch: None, offer: None };
         let target = match topics.parse(topic) {
             Ok(t) => t,
-            Err((answer, e)) => return self.refuse(answer.map(native), e).await,
+            Err((answer, e)) => {
+                // On a cluster, one node answers: the topic's rendezvous winner.
+                if self.cluster.as_ref().is_some_and(|c| !c.rendezvous(self.start.elapsed(), topic)) {
+                    return;
+                }
+                return self.refuse(answer.map(native), e).await;
+            }
         };
         match target {
+            Inbound::State { room } => self.room_state(&room, payload),
+            Inbound::Presence { node } => self.presence(&node, payload),
+            Inbound::Beat { node } => self.beat(&node, payload),
             Inbound::Peer { room, peer } => {
                 if payload.is_empty() {
                     return; // an empty (retained-clearing) publish is not a message
+                }
+                if !self.responsible(&room) {
+                    return self.knock(&room, &peer, payload);
                 }
                 let outbox = native(topics.peer_out(&room, &peer));
                 if !self.within_rate(&room, &peer, &outbox).await {
@@ -188,6 +288,9 @@ impl Dispatcher {
                 self.route(&room, creates, Some(outbox.clone()), RoomEvent::Client { peer, msg, outbox }).await;
             }
             Inbound::Control { room } => {
+                if !self.responsible(&room) {
+                    return;
+                }
                 let errors = native(topics.control_errors(&room));
                 let msg = match parse_control(payload) {
                     Ok(m) => m,
@@ -235,9 +338,11 @@ impl Dispatcher {
             if self.rooms.len() >= max {
                 return self.refuse(answer, too_many_rooms(max)).await;
             }
-            match RoomTask::spawn(room, self.shared.clone(), self.idle_tx.clone()) {
+            let epoch = self.new_epoch(room);
+            match RoomTask::spawn(room, self.shared.clone(), self.idle_tx.clone(), epoch) {
                 Ok((tx, tracker, task)) => {
-                    self.rooms.insert(room.to_owned(), RoomEntry { tx, tracker, sent: 0, task });
+                    let entry = RoomEntry { tx, tracker, sent: 0, task, epoch, hold_until: None };
+                    self.rooms.insert(room.to_owned(), entry);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start a room");
@@ -253,5 +358,13 @@ impl Dispatcher {
             self.rooms.remove(room);
             self.refuse(answer, ProtocolError::new(ErrorCode::Internal, "room restarted; send again")).await;
         }
+    }
+}
+
+/// The next event of a cluster node's heartbeat connection (never, outside a cluster).
+async fn next_beat(beats: &mut Option<(crate::signaling::link::Link, mpsc::Receiver<LinkEvent>)>) -> Option<LinkEvent> {
+    match beats {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -77,6 +77,11 @@ fn describe() {
     describe_counter!("tessera_signaling_errors_total", "Refusals sent to clients, by error code.");
     describe_counter!("tessera_broker_reconnects_total", "Times the broker link came back after a drop.");
     describe_counter!("tessera_recordings_total", "Recordings started.");
+    describe_counter!(
+        "tessera_cluster_rooms_taken_over_total",
+        "Rooms this node took over from a dead or draining node."
+    );
+    describe_counter!("tessera_cluster_rooms_yielded_total", "Rooms this node gave up to a node with a higher epoch.");
     describe_gauge!("tessera_http_up", "1 while the HTTP listener serves.");
     describe_gauge!("tessera_http_sessions", "Live WHIP and WHEP sessions.");
 }
@@ -89,6 +94,16 @@ pub fn signaling_error(code: ErrorCode) {
 /// The broker link came back.
 pub fn broker_reconnect() {
     counter!("tessera_broker_reconnects_total").increment(1);
+}
+
+/// This cluster node took a room over.
+pub fn room_taken_over() {
+    counter!("tessera_cluster_rooms_taken_over_total").increment(1);
+}
+
+/// This cluster node yielded a room to a higher epoch.
+pub fn room_moved() {
+    counter!("tessera_cluster_rooms_yielded_total").increment(1);
 }
 
 /// A member's downstream skipped frames until a keyframe.

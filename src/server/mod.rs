@@ -133,9 +133,13 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         subscriptions: [topics.peer_filter(), topics.control_filter()]
             .into_iter()
             .chain(config.legacy_topic.clone())
+            // A cluster node listens to the others' beats and room claims.
+            .chain(config.cluster.iter().flat_map(|_| [topics.servers_filter(), topics.state_filter()]))
+            .chain(config.cluster.filter(|c| !c.beat_connection).map(|_| topics.beats_filter()))
             .collect(),
         announce: vec![(presence.clone(), br#"{"online":true}"#.to_vec(), true)],
         keep_alive: Duration::from_secs(5),
+        subscribe_qos0: false,
     })?;
     if link.ready(Duration::from_secs(10)).await {
         tracing::info!(broker = %redact(&url), root = %topics.root(), id = %config.server_id, "signaling ready");
@@ -181,7 +185,31 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
         hls,
         config,
     });
-    dispatch::Dispatcher::new(shared).run(events, shutdown).await;
+    // A cluster node beats on a connection of its own, carrying nothing
+    // else: a broker that processes each connection's packets in order
+    // (NATS stores retained QoS 1 messages in JetStream first, for seconds
+    // while it elects leaders) must not hold a heartbeat behind a room state.
+    let beats = match &shared.config.cluster {
+        Some(c) if c.beat_connection => Some(Link::connect(LinkOptions {
+            url: url.clone(),
+            client_id: format!("{}-beat", shared.config.server_id),
+            ca_file: match &shared.config.broker {
+                Broker::External { ca, .. } => ca.clone(),
+                Broker::Embedded { .. } => None,
+            },
+            will: None,
+            subscriptions: vec![shared.topics.beats_filter()],
+            announce: vec![],
+            keep_alive: Duration::from_secs(5),
+            subscribe_qos0: true,
+        })?),
+        _ => None,
+    };
+    let beat_link = beats.as_ref().map(|(l, _)| l.clone());
+    dispatch::Dispatcher::new(shared, beats).run(events, shutdown).await;
+    if let Some(l) = beat_link {
+        l.close().await;
+    }
     let _ = link.publish(&presence, br#"{"online":false}"#.to_vec(), true).await;
     link.close().await;
     if let (Some(stop), Some(task)) = (http_stop, http_task) {

@@ -66,6 +66,13 @@ pub enum RoomEvent {
     Shutdown(oneshot::Sender<()>),
     /// The room is idle and forgotten by the dispatcher: stop.
     Close,
+    /// Publish the room's state now, as its claim (a cluster node that
+    /// took the room over, before anyone rejoined).
+    Claim,
+    /// Another node of the cluster serves the room now: every member gets
+    /// `bye` with reason `moved` and the task stops, leaving the room's
+    /// retained state (the other node's) alone.
+    Moved,
 }
 
 /// What a session reports.
@@ -151,7 +158,13 @@ pub(super) struct RoomTask {
     recorder: Option<super::recorder::Recorder>,
     /// When the recorder last asked for a keyframe (live HLS segments).
     hls_keyframe: Option<Instant>,
+    /// This node's fencing epoch for the room (cluster nodes only).
+    epoch: Option<u64>,
 }
+
+/// A cluster node republishes its rooms' states every this many ticks
+/// (of 200 ms: every 5 s).
+const STATE_REFRESH_TICKS: u64 = 25;
 
 /// When a newly connected member gets a second keyframe.
 const SECOND_KEYFRAME: Duration = Duration::from_secs(1);
@@ -165,6 +178,7 @@ impl RoomTask {
         id: &str,
         shared: Arc<Shared>,
         idle_tx: mpsc::Sender<String>,
+        epoch: Option<u64>,
     ) -> std::io::Result<(mpsc::Sender<RoomEvent>, Arc<RoomTracker>, tokio::task::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(INBOX);
         let (levels_tx, levels) = mpsc::channel(16);
@@ -213,6 +227,7 @@ impl RoomTask {
             ticks: 0,
             recorder: None,
             hls_keyframe: None,
+            epoch,
         };
         let span = tracing::info_span!("room", room = %id);
         let handle = tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
@@ -231,6 +246,14 @@ impl RoomTask {
                 ev = inbox.recv() => {
                     let Some(ev) = ev else { break };
                     if matches!(ev, RoomEvent::Close) {
+                        break;
+                    }
+                    if matches!(ev, RoomEvent::Moved) {
+                        tracing::info!(members = self.members.len(), "the room moved to another node");
+                        let peers: Vec<String> = self.members.keys().cloned().collect();
+                        for peer in peers {
+                            self.reply(&peer, ServerMessage::Bye { reason: "moved".into() }).await;
+                        }
                         break;
                     }
                     if let RoomEvent::Shutdown(done) = ev {
@@ -265,6 +288,14 @@ impl RoomTask {
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(5) {
                         self.figures();
+                    }
+                    // A cluster node publishes its room's state again now
+                    // and then: a broker cluster that lost a node can hand
+                    // a reconnecting client an old retained state (NATS
+                    // 2.9 does), and the state is also the owner's claim.
+                    if self.epoch.is_some() && self.ticks.is_multiple_of(STATE_REFRESH_TICKS) && !self.room.members().is_empty() {
+                        let state = self.room.state();
+                        self.publish_state(&state).await;
                     }
                 }
             }
@@ -335,7 +366,11 @@ impl RoomTask {
     fn outbox(&self, peer: &str) -> Outbox {
         match self.members.get(peer) {
             Some(m) => m.outbox.clone(),
-            None => Outbox::Native { topic: self.shared.topics.peer_out(self.room.id(), peer) },
+            None => Outbox::Native {
+                topic: self.shared.topics.peer_out(self.room.id(), peer),
+                epoch: self.epoch,
+                offer: None,
+            },
         }
     }
 
@@ -363,7 +398,9 @@ impl RoomTask {
         }
         match ev {
             RoomEvent::Client { peer, msg, outbox } => match msg {
-                ClientMessage::Offer { sdp, name, view } => self.offer(peer, sdp, name, view, outbox).await,
+                ClientMessage::Offer { sdp, name, view, id } => {
+                    self.offer(peer, sdp, name, view, outbox.with_epoch(self.epoch).with_offer(id)).await
+                }
                 ClientMessage::Candidate(c) => match self.members.get(&peer) {
                     Some(m) => m.session.candidate(c),
                     None => {
@@ -445,7 +482,11 @@ impl RoomTask {
                     self.publish_state(&state).await;
                 }
             }
-            RoomEvent::Shutdown(_) | RoomEvent::Close => {}
+            RoomEvent::Claim => {
+                let state = self.room.state();
+                self.publish_state(&state).await;
+            }
+            RoomEvent::Shutdown(_) | RoomEvent::Close | RoomEvent::Moved => {}
         }
     }
 
@@ -512,7 +553,12 @@ impl RoomTask {
 
     async fn publish_state(&self, state: &crate::signaling::protocol::RoomState) {
         let topic = self.shared.topics.state(self.room.id());
-        let payload = serde_json::to_vec(state).unwrap_or_default();
+        let mut state = state.clone();
+        if self.epoch.is_some() {
+            state.owner = Some(self.shared.config.server_id.clone());
+            state.epoch = self.epoch;
+        }
+        let payload = serde_json::to_vec(&state).unwrap_or_default();
         if let Err(e) = self.shared.link.publish(&topic, payload, true).await {
             tracing::debug!(error = %e, "state not published");
         }

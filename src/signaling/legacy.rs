@@ -16,6 +16,11 @@ pub enum Outbox {
     Native {
         /// `{root}/{room}/out/{peer}`.
         topic: String,
+        /// The epoch of the room's owner, stamped on every message (cluster
+        /// nodes only).
+        epoch: Option<u64>,
+        /// The id of the offer whose session this is, stamped as `offer`.
+        offer: Option<String>,
     },
     /// The seed protocol: the shared topic, addressed with `to`.
     Legacy {
@@ -29,10 +34,38 @@ pub enum Outbox {
 }
 
 impl Outbox {
+    /// The same outbox, stamping `epoch` on native messages.
+    pub fn with_epoch(self, epoch: Option<u64>) -> Outbox {
+        match self {
+            Outbox::Native { topic, offer, .. } => Outbox::Native { topic, epoch, offer },
+            legacy => legacy,
+        }
+    }
+
+    /// The same outbox, stamping the offer id `offer` on native messages.
+    pub fn with_offer(self, offer: Option<String>) -> Outbox {
+        match self {
+            Outbox::Native { topic, epoch, .. } => Outbox::Native { topic, epoch, offer },
+            legacy => legacy,
+        }
+    }
+
     /// The topic and payload carrying `msg` to the peer.
     pub fn encode(&self, msg: &ServerMessage) -> (String, Vec<u8>) {
         match self {
-            Outbox::Native { topic } => (topic.clone(), msg.to_json()),
+            Outbox::Native { topic, epoch: None, offer: None } => (topic.clone(), msg.to_json()),
+            Outbox::Native { topic, epoch, offer } => {
+                let mut value = serde_json::to_value(msg).unwrap_or_default();
+                if let Some(fields) = value.as_object_mut() {
+                    if let Some(epoch) = epoch {
+                        fields.insert("epoch".into(), json!(epoch));
+                    }
+                    if let Some(offer) = offer {
+                        fields.insert("offer".into(), json!(offer));
+                    }
+                }
+                (topic.clone(), serde_json::to_vec(&value).unwrap_or_default())
+            }
             Outbox::Legacy { topic, server, peer } => {
                 let (kind, data) = match msg {
                     ServerMessage::Answer { sdp } => ("answer", json!(sdp)),
@@ -42,6 +75,8 @@ impl Outbox {
                     ),
                     ServerMessage::Error { code, message } => ("error", json!({"code": code, "message": message})),
                     ServerMessage::Bye { reason } => ("bye", json!({"reason": reason})),
+                    // The seed app cannot rejoin by itself: it is told the call ended.
+                    ServerMessage::Rejoin { reason } => ("bye", json!({"reason": reason})),
                     // The seed app knows no such message; it gets the full stream.
                     ServerMessage::Send(hint) => ("send", json!(hint)),
                 };
@@ -128,9 +163,9 @@ pub fn parse(payload: &[u8], server: &str) -> Legacy {
         |m: &str| Legacy::Refused { peer: Some(peer.clone()), error: ProtocolError::new(ErrorCode::BadMessage, m) };
     let msg = match raw.kind.as_str() {
         "offer" => match raw.data {
-            serde_json::Value::String(sdp) => ClientMessage::Offer { sdp, name: None, view: None },
+            serde_json::Value::String(sdp) => ClientMessage::Offer { sdp, name: None, view: None, id: None },
             serde_json::Value::Object(ref o) => match o.get("sdp").and_then(|s| s.as_str()) {
-                Some(sdp) => ClientMessage::Offer { sdp: sdp.to_owned(), name: None, view: None },
+                Some(sdp) => ClientMessage::Offer { sdp: sdp.to_owned(), name: None, view: None, id: None },
                 None => return bad("offer data must be the SDP string"),
             },
             _ => return bad("offer data must be the SDP string"),
@@ -157,7 +192,7 @@ mod tests {
             parse(offer, "srv"),
             Legacy::Message {
                 peer: "phone1".into(),
-                msg: ClientMessage::Offer { sdp: "v=0\r\n".into(), name: None, view: None }
+                msg: ClientMessage::Offer { sdp: "v=0\r\n".into(), name: None, view: None, id: None }
             }
         );
         let cand = br#"{"command":"signal","clientid":"phone1","type":"candidate","data":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#;

@@ -37,7 +37,9 @@ pub enum LinkError {
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct LinkOptions {
-    /// `mqtt://[user:pass@]host:port` or `mqtts://...`.
+    /// `mqtt://[user:pass@]host:port` or `mqtts://...`; several, separated
+    /// by commas (the nodes of a broker cluster), are tried in turn: the
+    /// link moves to the next whenever a connection fails or drops.
     pub url: String,
     /// MQTT client id (unique per connection).
     pub client_id: String,
@@ -51,6 +53,10 @@ pub struct LinkOptions {
     pub announce: Vec<(String, Vec<u8>, bool)>,
     /// Keep-alive interval.
     pub keep_alive: Duration,
+    /// Subscribe with QoS 0 (heartbeats): a broker keeps no state for such
+    /// a subscription (NATS backs QoS 1 ones with JetStream consumers,
+    /// which it cannot create while it recovers from a lost node).
+    pub subscribe_qos0: bool,
 }
 
 /// What the link reports.
@@ -80,31 +86,34 @@ pub struct Link {
 impl Link {
     /// Connects (in the background) and returns the handle and its events.
     pub fn connect(options: LinkOptions) -> Result<(Link, mpsc::Receiver<LinkEvent>), LinkError> {
-        let mut mqtt = parse_url(&options.url, &options.client_id)?;
-        mqtt.set_clean_session(true)
-            .set_keep_alive(options.keep_alive.max(Duration::from_secs(1)))
-            .set_max_packet_size(LINK_MAX_PACKET, LINK_MAX_PACKET);
-        if let Some((topic, payload, retain)) = &options.will {
-            mqtt.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, *retain));
-        }
-        // rumqttc's own TLS default panics on an unreadable system store:
-        // build the configuration here, for mqtts:// and for a given CA.
-        if let Some(ca) = &options.ca_file {
-            mqtt.set_transport(tls_with_ca(ca)?);
-        } else if matches!(mqtt.transport(), rumqttc::Transport::Tls(_)) {
-            mqtt.set_transport(tls_with_system_roots()?);
-        }
-        let (client, eventloop) = AsyncClient::new(mqtt, 1024);
+        let brokers = options
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| mqtt_options(u, &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = brokers.first().cloned() else {
+            return Err(LinkError::Url(options.url.clone(), "no broker URL".into()));
+        };
+        let (client, eventloop) = AsyncClient::new(first, 1024);
         let (tx, rx) = mpsc::channel(1024);
         let (connected_tx, connected) = watch::channel(false);
         let stop = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(run(client.clone(), eventloop, options, tx, connected_tx, stop.clone()));
+        tokio::spawn(run(client.clone(), eventloop, brokers, options, tx, connected_tx, stop.clone()));
         Ok((Link { client, connected, stop }, rx))
     }
 
     /// Publishes with QoS 1.
     pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, retain: bool) -> Result<(), LinkError> {
         self.client.publish(topic, QoS::AtLeastOnce, retain, payload.into()).await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Publishes with QoS 0: for heartbeats, which must not wait behind a
+    /// broker's store (NATS keeps QoS 1 messages in JetStream, which stalls
+    /// for seconds while it elects new leaders after losing a node).
+    pub async fn publish_at_most_once(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), LinkError> {
+        self.client.publish(topic, QoS::AtMostOnce, false, payload.into()).await.map_err(|_| LinkError::Closed)
     }
 
     /// Subscribes now (the link also re-subscribes after reconnects only
@@ -132,6 +141,25 @@ impl Link {
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.stop.notify_one();
     }
+}
+
+/// The connection settings for one broker URL.
+fn mqtt_options(url: &str, options: &LinkOptions) -> Result<MqttOptions, LinkError> {
+    let mut mqtt = parse_url(url, &options.client_id)?;
+    mqtt.set_clean_session(true)
+        .set_keep_alive(options.keep_alive.max(Duration::from_secs(1)))
+        .set_max_packet_size(LINK_MAX_PACKET, LINK_MAX_PACKET);
+    if let Some((topic, payload, retain)) = &options.will {
+        mqtt.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, *retain));
+    }
+    // rumqttc's own TLS default panics on an unreadable system store:
+    // build the configuration here, for mqtts:// and for a given CA.
+    if let Some(ca) = &options.ca_file {
+        mqtt.set_transport(tls_with_ca(ca)?);
+    } else if matches!(mqtt.transport(), rumqttc::Transport::Tls(_)) {
+        mqtt.set_transport(tls_with_system_roots()?);
+    }
+    Ok(mqtt)
 }
 
 /// Parses `mqtt://user:pass@host:port`, percent-decoding the credentials
@@ -184,35 +212,57 @@ fn tls_with_ca(path: &Path) -> Result<rumqttc::Transport, LinkError> {
 async fn run(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
+    brokers: Vec<MqttOptions>,
     options: LinkOptions,
     tx: mpsc::Sender<LinkEvent>,
     connected: watch::Sender<bool>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut next_backoff = Duration::from_millis(100);
+    let mut attempt = 0u32;
     let mut pending_subacks = 0usize;
+    let mut refused = false;
+    let mut resubscribe: Option<tokio::time::Instant> = None;
+    let mut broker = 0usize;
+    let qos = if options.subscribe_qos0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let subscribe_all = |pending: &mut usize| {
+        *pending = 0;
+        for f in &options.subscriptions {
+            if client.try_subscribe(f.clone(), qos).is_ok() {
+                *pending += 1;
+            }
+        }
+    };
     loop {
         let polled = tokio::select! {
             _ = stop.notified() => return,
+            _ = sleep_until(resubscribe), if resubscribe.is_some() => {
+                resubscribe = None;
+                refused = false;
+                subscribe_all(&mut pending_subacks);
+                continue;
+            }
             p = eventloop.poll() => p,
         };
         match polled {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
+                next_backoff = Duration::from_millis(100);
                 // Clean session: subscriptions are gone after every reconnect.
-                pending_subacks = 0;
-                for f in &options.subscriptions {
-                    if client.try_subscribe(f.clone(), QoS::AtLeastOnce).is_ok() {
-                        pending_subacks += 1;
-                    }
-                }
+                refused = false;
+                resubscribe = None;
+                subscribe_all(&mut pending_subacks);
                 if pending_subacks == 0 {
                     announce(&client, &options, &connected, &tx).await;
                 }
             }
-            Ok(Event::Incoming(Incoming::SubAck(_))) if pending_subacks > 0 => {
+            Ok(Event::Incoming(Incoming::SubAck(ack))) if pending_subacks > 0 => {
                 pending_subacks -= 1;
-                if pending_subacks == 0 {
+                refused |= ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if pending_subacks == 0 && refused {
+                    // Ready only once every subscription holds.
+                    tracing::warn!("the broker refused a subscription; trying again in 1 s");
+                    resubscribe = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                } else if pending_subacks == 0 {
                     announce(&client, &options, &connected, &tx).await;
                 }
             }
@@ -230,6 +280,11 @@ async fn run(
             Err(e) => {
                 connected.send_replace(false);
                 let why = describe(&e);
+                // Jitter: clients that lost one broker together do not all
+                // knock on the next at the same instant (NATS refuses a
+                // client id whose previous connect it is still processing).
+                attempt = attempt.wrapping_add(1);
+                let backoff = next_backoff.mul_f64(0.5 + jitter(&options.client_id, attempt));
                 tracing::debug!(error = %why, retry_in = ?backoff, "MQTT connection down");
                 if tx.send(LinkEvent::Down(why)).await.is_err() {
                     return;
@@ -238,9 +293,26 @@ async fn run(
                     _ = stop.notified() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // Several brokers: wait longer, the others' recovery is slow.
+                let most = if brokers.len() > 1 { MAX_BACKOFF } else { MAX_BACKOFF / 2 };
+                next_backoff = (next_backoff * 2).min(most);
+                if brokers.len() > 1 {
+                    // The next node of the cluster.
+                    broker = (broker + 1) % brokers.len();
+                    eventloop.mqtt_options = brokers[broker].clone();
+                    let (host, port) = eventloop.mqtt_options.broker_address();
+                    tracing::info!(%host, port, "trying the next broker");
+                }
             }
         }
+    }
+}
+
+/// Sleeps until `at` (never without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -255,6 +327,21 @@ async fn announce(
     }
     connected.send_replace(true);
     let _ = tx.send(LinkEvent::Ready).await;
+}
+
+/// Longest wait between two connection attempts with several brokers
+/// (half with one), before jitter.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// A number in [0, 1) that differs between clients and attempts.
+fn jitter(client_id: &str, attempt: u32) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in client_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn describe(e: &ConnectionError) -> String {

@@ -135,6 +135,22 @@ pub enum Inbound {
         /// Room id (validated).
         room: String,
     },
+    /// `{root}/{room}/state`: a room's retained state (nodes of a cluster
+    /// read each other's claims).
+    State {
+        /// Room id (validated).
+        room: String,
+    },
+    /// `{root}/_servers/{node}`: a server's retained presence.
+    Presence {
+        /// Server id.
+        node: String,
+    },
+    /// `{root}/_servers/{node}/beat`: a cluster node's heartbeat.
+    Beat {
+        /// Server id.
+        node: String,
+    },
 }
 
 impl Topics {
@@ -189,6 +205,26 @@ impl Topics {
         format!("{}/{SERVERS}/{id}", self.root)
     }
 
+    /// `{root}/_servers/{id}/beat`: a cluster node's heartbeat.
+    pub fn beat(&self, id: &str) -> String {
+        format!("{}/{SERVERS}/{id}/beat", self.root)
+    }
+
+    /// Every server's presence: `{root}/_servers/+`.
+    pub fn servers_filter(&self) -> String {
+        format!("{}/{SERVERS}/+", self.root)
+    }
+
+    /// Every cluster node's heartbeat: `{root}/_servers/+/beat`.
+    pub fn beats_filter(&self) -> String {
+        format!("{}/{SERVERS}/+/beat", self.root)
+    }
+
+    /// Every room's retained state: `{root}/+/state`.
+    pub fn state_filter(&self) -> String {
+        format!("{}/+/state", self.root)
+    }
+
     /// Reads an incoming topic. `Err` carries the out topic to answer on
     /// (when there is one) and the refusal.
     pub fn parse(&self, topic: &str) -> Result<Inbound, (Option<String>, ProtocolError)> {
@@ -207,6 +243,9 @@ impl Topics {
                 check_id("peer", peer).map_err(|e| (answer, e))?;
                 Ok(Inbound::Peer { room: (*room).to_owned(), peer: (*peer).to_owned() })
             }
+            [SERVERS, node] if valid_id(node) => Ok(Inbound::Presence { node: (*node).to_owned() }),
+            [SERVERS, node, "beat"] if valid_id(node) => Ok(Inbound::Beat { node: (*node).to_owned() }),
+            [room, "state"] if *room != SERVERS && valid_id(room) => Ok(Inbound::State { room: (*room).to_owned() }),
             [room, "control"] => {
                 let answer = Some(self.control_errors(room));
                 if *room == SERVERS {
@@ -261,6 +300,10 @@ pub enum ClientMessage {
         name: Option<String>,
         /// Downstream size wanted.
         view: Option<ViewRequest>,
+        /// The client's name for this offer: every message of the session
+        /// it starts carries it back as `offer`, so a client that offered
+        /// again can tell the old session's messages from the new one's.
+        id: Option<String>,
     },
     /// A trickled ICE candidate.
     Candidate(Candidate),
@@ -283,6 +326,8 @@ enum RawClient {
         name: Option<String>,
         #[serde(default)]
         view: Option<ViewRequest>,
+        #[serde(default)]
+        id: Option<String>,
     },
     Candidate {
         candidate: Option<String>,
@@ -308,7 +353,13 @@ pub fn parse_client(payload: &[u8]) -> Result<ClientMessage, ProtocolError> {
     let raw: RawClient =
         serde_json::from_value(value).map_err(|e| ProtocolError::new(ErrorCode::BadMessage, e.to_string()))?;
     Ok(match raw {
-        RawClient::Offer { sdp, name, view } => {
+        RawClient::Offer { sdp, name, view, id } => {
+            if let Some(id) = id.as_deref().filter(|id| !valid_id(id)) {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadMessage,
+                    format!("offer id `{}` must match [A-Za-z0-9_-]{{1,64}}", clean_name(id)),
+                ));
+            }
             if let Some(v) = view {
                 if v.width < 16 || v.height < 16 || v.width > MAX_VIEW || v.height > MAX_VIEW {
                     return Err(ProtocolError::new(
@@ -322,6 +373,7 @@ pub fn parse_client(payload: &[u8]) -> Result<ClientMessage, ProtocolError> {
                 sdp,
                 name,
                 view: view.map(|v| ViewRequest { width: v.width & !1, height: v.height & !1 }),
+                id,
             }
         }
         RawClient::Candidate { candidate, sdp_mid, sdp_m_line_index, .. } => {
@@ -462,6 +514,12 @@ pub enum ServerMessage {
     /// What the sender should send: the largest size and frame rate at
     /// which any view shows it, and a bitrate that suits them.
     Send(SendHint),
+    /// Offer again (a new peer connection, the same peer id): the room
+    /// moved to another node of the cluster, which now waits for you.
+    Rejoin {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// `{"type":"send","width":320,"height":180,"fps":30,"bitrate":200000}`:
@@ -510,6 +568,13 @@ pub struct RoomState {
     /// The server is recording the room.
     #[serde(default)]
     pub recording: bool,
+    /// The node that serves the room (cluster nodes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Its fencing epoch: only grows; a client ignores messages of a lower
+    /// one (cluster nodes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Canvas in the room state.
@@ -607,8 +672,15 @@ mod tests {
             ClientMessage::Offer {
                 sdp: "v=0".into(),
                 name: Some("Alice".into()),
-                view: Some(ViewRequest { width: 640, height: 360 })
+                view: Some(ViewRequest { width: 640, height: 360 }),
+                id: None,
             }
+        );
+        let m = parse_client(br#"{"type":"offer","sdp":"v=0","id":"o-2"}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Offer { id: Some(ref i), .. } if i == "o-2"));
+        assert_eq!(
+            parse_client(br#"{"type":"offer","sdp":"v=0","id":"a b"}"#).unwrap_err().code,
+            ErrorCode::BadMessage
         );
         let m = parse_client(br#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}"#).unwrap();
         assert!(matches!(m, ClientMessage::Candidate(ref c) if !c.is_end()));

@@ -34,6 +34,7 @@ pub fn link_options(url: &str, id: &str, filters: &[&str]) -> LinkOptions {
         subscriptions: filters.iter().map(|f| f.to_string()).collect(),
         announce: vec![],
         keep_alive: Duration::from_secs(5),
+        subscribe_qos0: false,
     }
 }
 
@@ -162,6 +163,22 @@ impl Server {
         o.send.height = 240;
         o.send.fps = 15;
         o
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (a rolling restart's stop) and returns at once.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
     }
 
     /// Asks the server to stop (Ctrl-C) and waits for it.

@@ -65,6 +65,18 @@ impl NatsCluster {
         format!("mqtt://127.0.0.1:{}", self.mqtt[n])
     }
 
+    /// Every node's MQTT URL, starting with node `n`'s: what a client of
+    /// node `n` that can move to the others is given.
+    pub fn urls_from(&self, n: usize) -> String {
+        (0..3).map(|k| self.url((n + k) % 3)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Stops node `n` (SIGKILL).
+    pub fn kill(&mut self, n: usize) {
+        let _ = self.nodes[n].kill();
+        let _ = self.nodes[n].wait();
+    }
+
     /// Every node's log.
     pub fn logs(&self) -> String {
         (1..=3).map(|n| std::fs::read_to_string(self.dir.join(format!("node{n}.log"))).unwrap_or_default()).collect()
