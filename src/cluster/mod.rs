@@ -58,6 +58,11 @@ pub struct Beat {
     /// Most rooms it takes.
     #[serde(default)]
     pub capacity: usize,
+    /// The rooms it serves, with its epoch for each: the same claims as
+    /// the rooms' retained states, on a path that does not depend on the
+    /// broker's retained store (which a recovering NATS serves stale).
+    #[serde(default)]
+    pub claims: Vec<(String, u64)>,
 }
 
 /// A room's owner as its retained state says.
@@ -190,6 +195,39 @@ impl Cluster {
 
     /// A heartbeat from `node` (this one's own come back too).
     pub fn beat(&mut self, now: Duration, node: &str, beat: Beat) {
+        if node != self.config.node {
+            for (room, epoch) in &beat.claims {
+                match self.claims.get_mut(room) {
+                    Some(known)
+                        if !known.beats(*epoch, node) && (known.epoch, known.owner.as_str()) != (*epoch, node) =>
+                    {
+                        // A newer claim than the state said: keep the members
+                        // and layout known, under the new owner.
+                        known.owner = node.to_owned();
+                        known.epoch = *epoch;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let claim = Claim {
+                            owner: node.to_owned(),
+                            epoch: *epoch,
+                            peers: Vec::new(),
+                            layout: None,
+                            recording: false,
+                        };
+                        self.claims.insert(room.clone(), claim);
+                    }
+                }
+            }
+            // A live node that does not list a room it is said to own does
+            // not serve it (it closed, or the node restarted): the claim is
+            // nobody's, and its members go to whoever the room hashes to.
+            for (room, claim) in self.claims.iter_mut() {
+                if claim.owner == node && !beat.claims.iter().any(|(r, _)| r == room) {
+                    claim.owner.clear();
+                }
+            }
+        }
         self.members.beat(now, node, beat);
     }
 

@@ -10,7 +10,7 @@ fn node(id: &str) -> Cluster {
 }
 
 fn beat(draining: bool) -> Beat {
-    Beat { weight: 1.0, draining, rooms: 0, members: 0, capacity: 64 }
+    Beat { weight: 1.0, draining, rooms: 0, members: 0, capacity: 64, claims: Vec::new() }
 }
 
 fn ms(n: u64) -> Duration {
@@ -84,7 +84,10 @@ fn a_claim_by_a_live_node_sticks_when_a_node_joins() {
     while t <= now + ms(3000) {
         for n in nodes.iter_mut().chain(std::iter::once(&mut d)) {
             for id in ["a", "b", "c", "d"] {
-                n.beat(t, id, beat(false));
+                // Each node's beat lists the rooms it serves.
+                let mut b = beat(false);
+                b.claims = rooms.iter().zip(&owners).filter(|(_, o)| **o == id).map(|(r, _)| (r.clone(), 1)).collect();
+                n.beat(t, id, b);
             }
         }
         t += BEAT;
@@ -238,4 +241,39 @@ fn a_node_that_lost_the_broker_listens_again_before_it_takes_anything() {
     nodes[0].beat(ms(9500), "b", beat(false));
     nodes[0].beat(ms(10_500), "b", beat(false));
     assert!(nodes[0].takeovers(ms(11_000), |_| false).is_empty(), "b is alive");
+}
+
+#[test]
+fn a_claim_in_a_heartbeat_counts_like_the_retained_one() {
+    let mut a = node("a");
+    a.claim_seen("r", Some(claim("a", 5, &["x", "y"])));
+    let mut b_beat = beat(false);
+    b_beat.claims = vec![("r".into(), 9), ("q".into(), 2)];
+    a.beat(ms(0), "b", b_beat);
+    let r = a.claim("r").unwrap();
+    assert_eq!((r.owner.as_str(), r.epoch), ("b", 9), "b's newer claim wins over a's");
+    assert_eq!(r.peers, ["x", "y"], "the members known stay");
+    assert!(a.beaten("r", 5).is_some(), "a yields r");
+    assert_eq!(a.claim("q").map(|c| c.epoch), Some(2));
+    // An older claim in a beat changes nothing.
+    let mut old = beat(false);
+    old.claims = vec![("r".into(), 1)];
+    a.beat(ms(500), "c", old);
+    assert_eq!(a.claim("r").map(|c| c.owner.as_str()), Some("b"));
+}
+
+#[test]
+fn a_room_its_owner_no_longer_lists_belongs_to_nobody() {
+    let mut nodes = three(ms(3000));
+    // b claims r (members x, y) but its beats stop listing it (b restarted).
+    nodes[0].claim_seen("r", Some(claim("b", 4, &["x", "y"])));
+    nodes[0].beat(ms(3100), "b", beat(false));
+    assert_eq!(nodes[0].claim("r").map(|c| c.owner.as_str()), Some(""));
+    let a_wins = rendezvous::owner("r", [("a", 1.0), ("b", 1.0), ("c", 1.0)]) == Some("a");
+    let taken = nodes[0].takeovers(ms(3100), |_| false);
+    assert_eq!(taken.len(), usize::from(a_wins), "{taken:?}");
+    if let Some(t) = taken.first() {
+        assert_eq!(t.peers, ["x", "y"], "the members are told to rejoin");
+        assert_eq!(t.after_epoch, 4);
+    }
 }

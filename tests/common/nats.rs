@@ -20,8 +20,20 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts the three nodes and waits until each answers MQTT.
+    /// Starts the three nodes and waits until each answers MQTT (a second
+    /// time on fresh ports if a node does not come up: a port picked free
+    /// can be taken by someone else before the node binds it).
     pub fn start() -> NatsCluster {
+        match Self::try_start() {
+            Ok(c) => c,
+            Err(first) => {
+                eprintln!("NATS did not start, trying other ports:\n{first}");
+                Self::try_start().unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+    }
+
+    fn try_start() -> Result<NatsCluster, String> {
         let dir = std::env::temp_dir().join(format!("tessera-nats-{}", super::free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         // Free ports for every shipped one: [kind][node].
@@ -53,11 +65,13 @@ impl NatsCluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         for &p in &cluster.mqtt {
             while TcpStream::connect(("127.0.0.1", p)).is_err() {
-                assert!(Instant::now() < deadline, "NATS MQTT port {p} never opened:\n{}", cluster.logs());
+                if Instant::now() >= deadline {
+                    return Err(format!("NATS MQTT port {p} never opened:\n{}", cluster.logs()));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        cluster
+        Ok(cluster)
     }
 
     /// `mqtt://127.0.0.1:port` of node `n` (0-based).

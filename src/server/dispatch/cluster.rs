@@ -55,6 +55,12 @@ impl Dispatcher {
         let Some(cluster) = self.cluster.as_mut() else { return };
         let claim = if payload.is_empty() { None } else { Claim::from_state(payload) };
         cluster.claim_seen(room, claim);
+        self.yield_if_beaten(room);
+    }
+
+    /// Yields `room` if another node's claim wins over this node's.
+    fn yield_if_beaten(&mut self, room: &str) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
         let Some(epoch) = self.rooms.get(room).and_then(|e| e.epoch) else { return };
         if let Some(winner) = cluster.beaten(room, epoch) {
             tracing::info!(room, owner = %winner.owner, epoch = winner.epoch, mine = epoch, "room moved: yielding");
@@ -84,7 +90,13 @@ impl Dispatcher {
         let now = self.cluster_now();
         let Some(cluster) = self.cluster.as_mut() else { return };
         match serde_json::from_slice::<Beat>(payload) {
-            Ok(beat) => cluster.beat(now, node, beat),
+            Ok(beat) => {
+                let rooms: Vec<String> = beat.claims.iter().map(|(r, _)| r.clone()).collect();
+                cluster.beat(now, node, beat);
+                for room in rooms {
+                    self.yield_if_beaten(&room);
+                }
+            }
             Err(e) => tracing::debug!(node, error = %e, "unreadable heartbeat"),
         }
     }
@@ -175,6 +187,7 @@ impl Dispatcher {
             rooms: self.rooms.len(),
             members,
             capacity: self.shared.config.max_rooms,
+            claims: self.rooms.iter().filter_map(|(room, e)| e.epoch.map(|ep| (room.clone(), ep))).collect(),
         };
         let topic = self.shared.topics.beat(cluster.node());
         let link = self.beats.as_ref().map_or(&self.shared.link, |(l, _)| l);
