@@ -19,6 +19,9 @@ use crate::media::frame::{PlaneMut, PlaneRef};
 const SHIFT: u32 = 14;
 const ONE: u32 = 1 << SHIFT;
 const HALF: u32 = 1 << (SHIFT - 1);
+/// 1/4 and 3/4 as 16-bit fractions (vertical pass).
+const QUARTER: u16 = 1 << 14;
+const THREE_QUARTERS: u16 = 3 << 14;
 
 /// Per-axis filter taps: output `i` reads `taps` source samples starting at
 /// `starts[i]`, weighted by `weights[i * taps..][..taps]`.
@@ -44,6 +47,10 @@ pub(super) struct Taps {
     /// 32 indices into two 16-byte windows loaded at the block's first and
     /// fifth output's start (+4 per group). Empty otherwise.
     pub simd_shuffle: Vec<u8>,
+    /// An exact 2x enlargement whose inner outputs weigh their two samples
+    /// 1/4 and 3/4 (checked on the table): the horizontal pass can use a
+    /// kernel that needs no table at all.
+    pub up2: bool,
     key: (usize, usize),
 }
 
@@ -80,8 +87,28 @@ impl Taps {
             push_quantized(&w, ONE, &mut t.weights);
             push_quantized(&w, 1 << 16, &mut t.fractions);
         }
+        t.up2 = t.is_up2(src, dst);
         t.build_simd();
         t
+    }
+
+    /// Whether every output but the first and last of a `src` -> `2 src`
+    /// table is `(s[i-1] + 3 s[i]) / 4` (even) or `(3 s[i] + s[i+1]) / 4`
+    /// (odd), which is what [`super::x86::up2_row`] computes.
+    fn is_up2(&self, src: usize, dst: usize) -> bool {
+        let (quarter, three) = ((ONE / 4) as u16, (3 * ONE / 4) as u16);
+        dst == 2 * src
+            && src >= 2
+            && self.taps == 2
+            && (1..dst - 1).all(|o| {
+                let i = o / 2;
+                let w = &self.weights[o * 2..o * 2 + 2];
+                if o % 2 == 0 {
+                    self.starts[o] == i - 1 && w == [quarter, three]
+                } else {
+                    self.starts[o] == i && w == [three, quarter]
+                }
+            })
     }
 
     fn compute(&mut self, src: usize, dst: usize) {
@@ -238,7 +265,23 @@ impl SeparableScaler {
     }
 }
 
-fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) {
+pub(super) fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) {
+    // A row between two at 1/4 and 3/4 (every inner row of a 2x
+    // enlargement): `(far + 3 near + 2) / 4`, which is exactly what the
+    // general formula gives for those fractions, without multiplies.
+    #[cfg(target_arch = "x86_64")]
+    if rows.len() == 2 {
+        let pair = match fractions {
+            [QUARTER, THREE_QUARTERS] => Some((rows[0], rows[1])),
+            [THREE_QUARTERS, QUARTER] => Some((rows[1], rows[0])),
+            _ => None,
+        };
+        if let Some((far, near)) = pair {
+            let done = super::x86::quarter_row(far, near, out);
+            vertical_generic(rows, fractions, out, done);
+            return;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     let done = super::x86::vertical_avx2(rows, fractions, out);
     #[cfg(not(target_arch = "x86_64"))]
@@ -260,7 +303,19 @@ pub(super) fn vertical_generic(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]
     }
 }
 
-fn horizontal(row: &[u8], taps: &Taps, out: &mut [u8]) {
+pub(super) fn horizontal(row: &[u8], taps: &Taps, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if taps.up2 {
+        let (src, t) = (taps.key.0, taps.taps);
+        let done = super::x86::up2_row(&row[..src.min(row.len())], out);
+        if done > 0 {
+            // The kernel wrote outputs 2 .. 2 + done; the edges are scalar.
+            let end = (2 + done).min(out.len());
+            horizontal_scalar(row, t, &taps.starts[..2], &taps.weights[..2 * t], &mut out[..2]);
+            horizontal_scalar(row, t, &taps.starts[end..], &taps.weights[end * t..], &mut out[end..]);
+            return;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     let done = super::x86::horizontal_avx2(row, taps, out);
     #[cfg(not(target_arch = "x86_64"))]

@@ -244,3 +244,48 @@ fn filters_parse_by_name() {
     }
     assert!("bicubic".parse::<Filter>().is_err());
 }
+
+#[test]
+fn the_2x_horizontal_kernel_matches_the_table() {
+    use super::separable::{horizontal, horizontal_scalar, Taps};
+    for width in [2, 3, 17, 18, 19, 33, 34, 35, 50, 160, 320, 321, 640, 641] {
+        let taps = Taps::bilinear(width, 2 * width);
+        assert!(taps.up2, "{width} -> {}: the table is the 1/4, 3/4 one", 2 * width);
+        // Noise over the whole range (the kernel's sums reach 1022).
+        let mut row = camera_like(width, 1, width as u32);
+        for (i, p) in row.iter_mut().enumerate() {
+            if i % 7 == 0 {
+                *p = 255;
+            } else if i % 11 == 0 {
+                *p = 0;
+            }
+        }
+        row.resize(width + 32, 0);
+        let mut fast = vec![0u8; 2 * width];
+        let mut slow = vec![0u8; 2 * width];
+        horizontal(&row, &taps, &mut fast);
+        horizontal_scalar(&row, taps.taps, &taps.starts, &taps.weights, &mut slow);
+        assert_eq!(fast, slow, "width {width}");
+    }
+    assert!(!Taps::bilinear(640, 960).up2);
+}
+
+#[test]
+fn the_quarter_row_kernel_matches_the_general_formula() {
+    use super::separable::{vertical, vertical_generic};
+    for width in [1, 31, 32, 33, 64, 100, 640, 1281] {
+        let mut a = camera_like(width, 1, 3);
+        let mut b = camera_like(width, 1, 7);
+        for i in (0..width).step_by(5) {
+            a[i] = 255;
+            b[(i + 2) % width] = 0;
+        }
+        for fractions in [[1u16 << 14, 3 << 14], [3 << 14, 1 << 14]] {
+            let mut fast = vec![0u8; width];
+            let mut slow = vec![0u8; width];
+            vertical(&[&a, &b], &fractions, &mut fast);
+            vertical_generic(&[&a, &b], &fractions, &mut slow, 0);
+            assert_eq!(fast, slow, "width {width}, fractions {fractions:?}");
+        }
+    }
+}

@@ -181,6 +181,93 @@ unsafe fn vertical_any(rows: &[&[u8]], fractions: &[u16], out: *mut u8, n: usize
     }
 }
 
+/// `out[x] = (far[x] + 3 near[x] + 2) / 4` in blocks of 32; returns how
+/// many samples it wrote (the rest are the caller's).
+pub(super) fn quarter_row(far: &[u8], near: &[u8], out: &mut [u8]) -> usize {
+    let n = out.len().min(far.len()).min(near.len()) / 32 * 32;
+    if n == 0 || !has_avx2() {
+        return 0;
+    }
+    // SAFETY: AVX2 is present; all three slices hold at least `n` bytes.
+    unsafe { quarter_avx2(far.as_ptr(), near.as_ptr(), out.as_mut_ptr(), n) };
+    n
+}
+
+/// # Safety
+/// AVX2 must be available; `far`, `near` readable and `out` writable for
+/// `n` bytes, `n` a multiple of 32.
+#[target_feature(enable = "avx2")]
+unsafe fn quarter_avx2(far: *const u8, near: *const u8, out: *mut u8, n: usize) {
+    let zero = _mm256_setzero_si256();
+    let two = _mm256_set1_epi16(2);
+    let mut x = 0;
+    while x < n {
+        // SAFETY: x + 32 <= n.
+        unsafe {
+            let f = _mm256_loadu_si256(far.add(x) as *const __m256i);
+            let m = _mm256_loadu_si256(near.add(x) as *const __m256i);
+            // Unpacking and packing by lane keeps the bytes in order.
+            let half = |f: __m256i, m: __m256i| {
+                let m3 = _mm256_add_epi16(_mm256_add_epi16(m, m), _mm256_add_epi16(m, two));
+                _mm256_srli_epi16::<2>(_mm256_add_epi16(m3, f))
+            };
+            let lo = half(_mm256_unpacklo_epi8(f, zero), _mm256_unpacklo_epi8(m, zero));
+            let hi = half(_mm256_unpackhi_epi8(f, zero), _mm256_unpackhi_epi8(m, zero));
+            _mm256_storeu_si256(out.add(x) as *mut __m256i, _mm256_packus_epi16(lo, hi));
+        }
+        x += 32;
+    }
+}
+
+/// The exact 2x bilinear horizontal pass: `out[2i] = (row[i-1] + 3 row[i]
+/// + 2) / 4` and `out[2i+1] = (3 row[i] + row[i+1] + 2) / 4` for inputs
+/// `i` from 1, in blocks of 16 inputs (32 outputs), writing `out[2..]`.
+/// `row` is the source row (its exact width). Returns how many outputs it
+/// wrote (a multiple of 32); the first two and the rest are the
+/// caller's.
+pub(super) fn up2_row(row: &[u8], out: &mut [u8]) -> usize {
+    let n = row.len();
+    // Block b reads row[16b .. 16b + 18): the last must stay inside.
+    if n < 18 || !has_avx2() {
+        return 0;
+    }
+    let blocks = ((n - 18) / 16 + 1).min(out.len().saturating_sub(2) / 32);
+    if blocks == 0 {
+        return 0;
+    }
+    // SAFETY: AVX2 is present; block b < blocks reads 16 bytes at 16b,
+    // 16b + 1 and 16b + 2, the last ending at 16b + 18 <= n (from the
+    // block count), and writes 32 bytes at 2 + 32b, ending at
+    // 2 + 32 * blocks <= out.len().
+    unsafe { up2_avx2(row.as_ptr(), out.as_mut_ptr(), blocks) };
+    blocks * 32
+}
+
+/// # Safety
+/// AVX2 must be available; `row` must be readable for `16 * blocks + 2`
+/// bytes and `out` writable for `2 + 32 * blocks`.
+#[target_feature(enable = "avx2")]
+unsafe fn up2_avx2(row: *const u8, out: *mut u8, blocks: usize) {
+    let two = _mm256_set1_epi16(2);
+    for b in 0..blocks {
+        // SAFETY (whole block): within the bounds the caller guarantees.
+        unsafe {
+            let at = row.add(16 * b);
+            let prev = _mm256_cvtepu8_epi16(_mm_loadu_si128(at as *const __m128i));
+            let cur = _mm256_cvtepu8_epi16(_mm_loadu_si128(at.add(1) as *const __m128i));
+            let next = _mm256_cvtepu8_epi16(_mm_loadu_si128(at.add(2) as *const __m128i));
+            let cur3 = _mm256_add_epi16(_mm256_add_epi16(cur, cur), _mm256_add_epi16(cur, two));
+            let even = _mm256_srli_epi16::<2>(_mm256_add_epi16(cur3, prev));
+            let odd = _mm256_srli_epi16::<2>(_mm256_add_epi16(cur3, next));
+            // Per 128-bit lane: e0 o0 .. e3 o3 and e4 o4 .. e7 o7; the pack
+            // then lays lane 0 (inputs 0-7) before lane 1 (inputs 8-15).
+            let lo = _mm256_unpacklo_epi16(even, odd);
+            let hi = _mm256_unpackhi_epi16(even, odd);
+            _mm256_storeu_si256(out.add(2 + 32 * b) as *mut __m256i, _mm256_packus_epi16(lo, hi));
+        }
+    }
+}
+
 /// The area scaler's horizontal pass over whole blocks of 8 outputs;
 /// returns how many outputs it wrote (a multiple of 8).
 pub(super) fn horizontal_avx2(row: &[u8], taps: &super::separable::Taps, out: &mut [u8]) -> usize {
