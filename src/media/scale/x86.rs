@@ -219,12 +219,12 @@ unsafe fn quarter_avx2(far: *const u8, near: *const u8, out: *mut u8, n: usize) 
     }
 }
 
-/// The exact 2x bilinear horizontal pass: `out[2i] = (row[i-1] + 3 row[i]
-/// + 2) / 4` and `out[2i+1] = (3 row[i] + row[i+1] + 2) / 4` for inputs
-/// `i` from 1, in blocks of 16 inputs (32 outputs), writing `out[2..]`.
+/// The exact 2x bilinear horizontal pass, for inputs `i` from 1 in blocks
+/// of 16 inputs (32 outputs), writing `out[2..]`:
+/// `out[2i] = (row[i-1] + 3 row[i] + 2) / 4` and
+/// `out[2i+1] = (3 row[i] + row[i+1] + 2) / 4`.
 /// `row` is the source row (its exact width). Returns how many outputs it
-/// wrote (a multiple of 32); the first two and the rest are the
-/// caller's.
+/// wrote (a multiple of 32); the first two and the rest are the caller's.
 pub(super) fn up2_row(row: &[u8], out: &mut [u8]) -> usize {
     let n = row.len();
     // Block b reads row[16b .. 16b + 18): the last must stay inside.
