@@ -11,3 +11,4 @@
 
 pub mod estimate;
 pub mod tiers;
+pub mod transport;

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
 /// How the client takes part.
@@ -598,13 +597,10 @@ async fn writer(
 
 /// Turns PLI/FIR from the server into a forced keyframe.
 async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, thread: std::sync::Weak<MediaThread>) {
-    while let Some(ev) = track.poll().await {
-        if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
-            if packets.iter().any(peer::rtcp::is_keyframe_request) {
-                let Some(thread) = thread.upgrade() else { break };
-                tracing::debug!("keyframe asked for");
-                thread.request_keyframe();
-            }
-        }
+    loop {
+        peer::next_keyframe_request(&track).await;
+        let Some(thread) = thread.upgrade() else { break };
+        tracing::debug!("keyframe asked for");
+        thread.request_keyframe();
     }
 }

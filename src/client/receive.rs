@@ -177,6 +177,7 @@ impl Freezes {
                 if gap > (3.0 * mean).max(mean + 0.150) {
                     self.count += 1;
                     let gap = std::time::Duration::from_secs_f64(gap);
+                    tracing::debug!(?gap, "freeze");
                     self.total += gap;
                     self.longest = self.longest.max(gap);
                 }

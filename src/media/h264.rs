@@ -86,6 +86,8 @@ pub struct H264Encoder {
     started: bool,
     /// The frame rate openh264 itself was set up with.
     planned_fps: f32,
+    /// The encoder's bitrate ceiling now (raised and lowered with the bitrate).
+    max_bitrate: u32,
 }
 
 impl H264Encoder {
@@ -117,7 +119,14 @@ impl H264Encoder {
             .num_threads(1);
         let encoder =
             Encoder::with_api_config(OpenH264API::from_source(), cfg).map_err(|e| H264Error::Config(e.to_string()))?;
-        Ok(Self { encoder, config, out: Vec::with_capacity(64 * 1024), started: false, planned_fps: config.fps })
+        Ok(Self {
+            encoder,
+            config,
+            out: Vec::with_capacity(64 * 1024),
+            started: false,
+            planned_fps: config.fps,
+            max_bitrate: config.bitrate,
+        })
     }
 
     /// Changes the target bitrate from the next picture on, without a
@@ -150,24 +159,37 @@ impl H264Encoder {
             let rebuilt = Self::new(planned)?;
             self.encoder = rebuilt.encoder;
             self.planned_fps = planned.fps;
+            self.max_bitrate = planned.bitrate;
             return Ok(());
         }
-        let scaled = self.config.bitrate as f64 * self.planned_fps as f64 / self.config.fps as f64;
-        let mut info = openh264_sys2::SBitrateInfo {
-            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
-            iBitrate: scaled.min(i32::MAX as f64) as i32,
+        let scaled =
+            (self.config.bitrate as f64 * self.planned_fps as f64 / self.config.fps as f64).min(i32::MAX as f64);
+        // openh264 refuses a bitrate above its maximum (made equal to the
+        // first bitrate): move the maximum with it, before a rise and
+        // after a fall.
+        let rising = scaled > self.max_bitrate as f64;
+        let options = if rising {
+            [openh264_sys2::ENCODER_OPTION_MAX_BITRATE, openh264_sys2::ENCODER_OPTION_BITRATE]
+        } else {
+            [openh264_sys2::ENCODER_OPTION_BITRATE, openh264_sys2::ENCODER_OPTION_MAX_BITRATE]
         };
-        // SAFETY: the encoder is initialised (it has encoded a picture), and
-        // ENCODER_OPTION_BITRATE reads one SBitrateInfo, which lives on this
-        // stack frame for the whole call.
-        let rc = unsafe {
-            self.encoder
-                .raw_api()
-                .set_option(openh264_sys2::ENCODER_OPTION_BITRATE, std::ptr::addr_of_mut!(info).cast())
-        };
-        if rc != 0 {
-            return Err(H264Error::Config(format!("openh264 refused bitrate {scaled:.0} (code {rc})")));
+        for option in options {
+            // The maximum that refuses is the (one) spatial layer's own.
+            let layer = if option == openh264_sys2::ENCODER_OPTION_MAX_BITRATE {
+                openh264_sys2::SPATIAL_LAYER_0
+            } else {
+                openh264_sys2::SPATIAL_LAYER_ALL
+            };
+            let mut info = openh264_sys2::SBitrateInfo { iLayer: layer, iBitrate: scaled as i32 };
+            // SAFETY: the encoder is initialised (it has encoded a picture),
+            // and both options read one SBitrateInfo, which lives on this
+            // stack frame for the whole call.
+            let rc = unsafe { self.encoder.raw_api().set_option(option, std::ptr::addr_of_mut!(info).cast()) };
+            if rc != 0 {
+                return Err(H264Error::Config(format!("openh264 refused bitrate {scaled:.0} (code {rc})")));
+            }
         }
+        self.max_bitrate = scaled as u32;
         Ok(())
     }
 

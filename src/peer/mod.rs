@@ -17,7 +17,7 @@ use crate::signaling::protocol::Candidate;
 use heard::RtcpHeard;
 use pacer::{Pacer, PacerRate};
 use rtc::interceptor::Slot;
-use rtc::interceptor::{CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder};
+use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
@@ -44,10 +44,13 @@ use webrtc::peer_connection::{
 pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// Sent packets kept per stream for retransmission.
 const NACK_HISTORY: u16 = 256;
-/// Times a missing packet is asked for: a packet its resends could not
-/// bring is given up on (a keyframe request follows), not asked for
-/// every 20 ms until it ages out.
-const MAX_NACKS_PER_PACKET: u16 = 4;
+/// Times a missing packet is asked for, every [`NACK_INTERVAL`]: over
+/// 200 ms, so that when the first resend is lost too (a bottleneck queue
+/// that overflowed drops resends as well) a second one is asked for after
+/// the sender's [`pacer::RESEND_AGAIN`], and arrives within the receive
+/// side's wait; then given up on (a keyframe request follows), not asked
+/// for until it ages out.
+const MAX_NACKS_PER_PACKET: u16 = 10;
 /// How often missing packets are asked for again.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
 /// Payload types registered (an answer follows the offer's anyway).
@@ -213,8 +216,8 @@ fn media_engine(
     if let Some(d) = downstream {
         if options.twcc {
             let (initial, min, max) = d.gcc;
-            registry = registry
-                .with(Slot::CongestionControl, CongestionControlBuilder::new(Gcc::new(initial, min, max)).build());
+            let gcc = rtcp::MeteredGcc::new(initial, min, max, d.feedback.clone());
+            registry = registry.with(Slot::CongestionControl, CongestionControlBuilder::new(gcc).build());
         }
         registry = registry.with(Slot::Pacer, Pacer::new(d.pacer.clone()));
     }
@@ -306,6 +309,28 @@ pub fn local_track(kind: RtpCodecKind, id: &str, ssrc: u32) -> Result<Arc<TrackL
         }],
     );
     Ok(Arc::new(TrackLocalStaticSample::new(Instant::now(), track)?))
+}
+
+/// How often a local track not yet bound by webrtc-rs is polled again.
+const UNBOUND_RETRY: Duration = Duration::from_millis(20);
+
+/// The keyframe requests (PLI, FIR) the remote sends about `track`, one
+/// call each, for as long as the caller keeps asking (its task is
+/// aborted with the connection). webrtc-rs answers `None` to `poll` until
+/// it binds the track, which happens only once the connection is up: a
+/// loop that stopped there would never hear a request.
+pub async fn next_keyframe_request(track: &TrackLocalStaticSample) {
+    loop {
+        match webrtc::media_stream::track_local::TrackLocal::poll(track).await {
+            Some(webrtc::media_stream::track_local::TrackLocalEvent::OnRtcpPacket(packets))
+                if packets.iter().any(rtcp::is_keyframe_request) =>
+            {
+                return
+            }
+            Some(_) => {}
+            None => tokio::time::sleep(UNBOUND_RETRY).await,
+        }
+    }
 }
 
 /// Our candidate format to webrtc-rs's.

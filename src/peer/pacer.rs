@@ -11,12 +11,13 @@
 //! queue grows old); nothing here reads a clock (the chain hands every
 //! call its instant).
 //!
-//! Retransmissions pass here too, and on a lossy bottleneck a receiver
-//! asks for the same packet again before the first resend got through:
-//! a resend of a packet already waiting, or resent in the last
+//! Retransmissions pass here too, ahead of new video (a resend is worth
+//! most while the receiver still waits for it). On a lossy bottleneck a
+//! receiver asks for the same packet again before the first resend got
+//! through: a resend of a packet already waiting, or resent in the last
 //! [`RESEND_AGAIN`], or resent [`MAX_RESENDS`] times already, is dropped,
-//! and so is any resend once the queue holds more than [`RESEND_BACKLOG`]
-//! (it would come too late to help).
+//! and so is any resend once the resends waiting ahead of it would take
+//! more than [`RESEND_BACKLOG`] (it would come too late to help).
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
@@ -28,10 +29,12 @@ use std::time::{Duration, Instant};
 
 /// Video packets held before the oldest are dropped (about 5 s at 300 kbps).
 const VIDEO_QUEUE: usize = 1500;
-/// Past this much waiting video, retransmissions are dropped.
+/// Past this much waiting in resends, further resends are dropped.
 pub const RESEND_BACKLOG: Duration = Duration::from_millis(200);
-/// A packet is resent at most once in this long (a round trip, and then some).
-pub const RESEND_AGAIN: Duration = Duration::from_millis(200);
+/// A packet is resent at most once in this long: a round trip through a
+/// full bottleneck queue, and then some (a second resend for a first one
+/// that was lost too).
+pub const RESEND_AGAIN: Duration = Duration::from_millis(150);
 /// And at most this many times.
 pub const MAX_RESENDS: u8 = 3;
 /// How long a resent packet is remembered.
@@ -50,6 +53,11 @@ pub struct PacerRate {
     dropped: AtomicU64,
     /// Video bits that came in: first sends, and resends let through.
     sent_bits: AtomicU64,
+    /// Video packets that came in to be sent the first time.
+    sent_packets: AtomicU64,
+    /// Video packets dropped unsent (flushed, or the queue full): the
+    /// receiver will ask for them, but the link did not lose them.
+    unsent_packets: AtomicU64,
     resent_bits: AtomicU64,
     /// Drop the video waiting (asked by the session, done by the pacer).
     flush: std::sync::atomic::AtomicBool,
@@ -95,6 +103,12 @@ impl PacerRate {
     pub fn video_bits(&self) -> (u64, u64) {
         (self.sent_bits.load(Ordering::Relaxed), self.resent_bits.load(Ordering::Relaxed))
     }
+
+    /// Video packets that came in so far to be sent the first time, and
+    /// how many of those were dropped unsent.
+    pub fn video_packets(&self) -> (u64, u64) {
+        (self.sent_packets.load(Ordering::Relaxed), self.unsent_packets.load(Ordering::Relaxed))
+    }
 }
 
 /// Two-queue pacer (see the module doc).
@@ -112,6 +126,8 @@ pub struct Pacer {
     queued_bits: f64,
     /// Video packets waiting (SSRC, sequence number).
     waiting: HashSet<(u32, u16)>,
+    /// Resends at the head of the video queue (they go before new video).
+    resends_ahead: usize,
     /// Packets resent lately: when first and last, and how often.
     resent: std::collections::HashMap<(u32, u16), (Instant, Instant, u8)>,
 }
@@ -130,6 +146,7 @@ impl Pacer {
             read: VecDeque::new(),
             queued_bits: 0.0,
             waiting: HashSet::new(),
+            resends_ahead: 0,
             resent: std::collections::HashMap::new(),
         }
     }
@@ -165,6 +182,7 @@ impl Pacer {
     fn release(&mut self, now: Instant) {
         if self.rate.flush.swap(false, Ordering::Relaxed) {
             self.rate.dropped.fetch_add(self.video.len() as u64, Ordering::Relaxed);
+            self.rate.unsent_packets.fetch_add(self.video.len() as u64, Ordering::Relaxed);
             // Nor are they resent when the receiver asks.
             for p in self.video.drain(..) {
                 if let Some(k) = Self::key(&p) {
@@ -173,6 +191,7 @@ impl Pacer {
             }
             self.waiting.clear();
             self.queued_bits = 0.0;
+            self.resends_ahead = 0;
         }
         if self.rate.get() == 0 {
             self.released.extend(self.audio.drain(..).chain(self.video.drain(..)).map(|mut p| {
@@ -181,6 +200,7 @@ impl Pacer {
             }));
             self.queued_bits = 0.0;
             self.waiting.clear();
+            self.resends_ahead = 0;
             self.rate.queued_bits.store(0, Ordering::Relaxed);
             return;
         }
@@ -199,6 +219,7 @@ impl Pacer {
             self.tokens -= bits;
             self.queued_bits = (self.queued_bits - bits).max(0.0);
             if let Some(mut p) = self.video.pop_front() {
+                self.resends_ahead = self.resends_ahead.saturating_sub(1);
                 if let Some(k) = Self::key(&p) {
                     self.waiting.remove(&k);
                 }
@@ -245,9 +266,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
             Packet::Rtp(rtp) if self.audio_ssrcs.contains(&rtp.header.ssrc) => self.audio.push_back(msg),
             Packet::Rtp(rtp) => {
                 let key = (rtp.header.ssrc, rtp.header.sequence_number);
-                if msg.message.has(&Attribute::Retransmission) {
+                let resend = msg.message.has(&Attribute::Retransmission);
+                if resend {
                     let rate = self.rate.get() as f64;
-                    let backlog = if rate > 0.0 { self.queued_bits / rate } else { 0.0 };
+                    let ahead = self.resends_ahead as f64 * Self::bits(&msg);
+                    let backlog = if rate > 0.0 { ahead / rate } else { 0.0 };
                     if self.resent.len() > 2048 {
                         self.resent.retain(|_, (first, _, _)| now.saturating_duration_since(*first) <= RESENT_KEPT);
                     }
@@ -266,19 +289,27 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
                     self.rate.resent_bits.fetch_add(Self::bits(&msg) as u64, Ordering::Relaxed);
                 } else {
                     self.rate.sent_bits.fetch_add(Self::bits(&msg) as u64, Ordering::Relaxed);
+                    self.rate.sent_packets.fetch_add(1, Ordering::Relaxed);
                 }
                 if self.video.len() >= VIDEO_QUEUE {
                     if let Some(old) = self.video.pop_front() {
+                        self.resends_ahead = self.resends_ahead.saturating_sub(1);
                         self.queued_bits = (self.queued_bits - Self::bits(&old)).max(0.0);
                         if let Some(k) = Self::key(&old) {
                             self.waiting.remove(&k);
                         }
                     }
                     self.rate.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.rate.unsent_packets.fetch_add(1, Ordering::Relaxed);
                 }
                 self.waiting.insert(key);
                 self.queued_bits += Self::bits(&msg);
-                self.video.push_back(msg);
+                if resend {
+                    self.video.insert(self.resends_ahead.min(self.video.len()), msg);
+                    self.resends_ahead += 1;
+                } else {
+                    self.video.push_back(msg);
+                }
             }
             // RTCP (and anything else) is not paced.
             _ => self.released.push_back(msg),
@@ -380,6 +411,45 @@ mod tests {
         // Every audio packet went the moment it came.
         assert_eq!(audio_delay.len(), 100);
         assert!(audio_delay.iter().all(|d| d.is_zero()));
+    }
+
+    #[test]
+    fn a_resend_goes_before_new_video_and_dropped_packets_are_counted() {
+        let rate = PacerRate::new();
+        rate.set(100_000);
+        let mut p = Pacer::new(rate.clone());
+        p.bind_local_stream(&info(1, "video/H264"));
+        let t0 = Instant::now();
+        for seq in 0..10 {
+            p.handle_write(rtp(1, seq, 1200, t0)).unwrap();
+        }
+        // A packet that left earlier, asked for again.
+        let mut resend = rtp(1, 65_000, 1200, t0);
+        resend.message.add(Attribute::Retransmission);
+        p.handle_write(resend).unwrap();
+        let mut order = Vec::new();
+        let mut now = t0;
+        while order.len() < 11 && now < t0 + Duration::from_secs(3) {
+            p.handle_timeout(now).unwrap();
+            while let Some(out) = p.poll_write() {
+                if let Packet::Rtp(r) = &out.message.packet {
+                    order.push(r.header.sequence_number);
+                }
+            }
+            now += Duration::from_millis(5);
+        }
+        // Ahead of the new video that was waiting.
+        assert_eq!(order.first(), Some(&65_000), "{order:?}");
+        assert_eq!(rate.video_packets(), (10, 0));
+        // A flush drops what waits: counted as unsent.
+        for seq in 10..20 {
+            p.handle_write(rtp(1, seq, 1200, now)).unwrap();
+        }
+        rate.flush_video();
+        p.handle_timeout(now).unwrap();
+        let (sent, unsent) = rate.video_packets();
+        assert_eq!(sent, 20);
+        assert!(unsent >= 8, "{unsent}");
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct VideoReadStats {
 pub trait UnitSink {
     /// Takes an access unit without blocking.
     fn push(&self, unit: Vec<u8>) -> Queue;
-    /// Whether the sink needs a keyframe (and clears the flag).
-    fn take_keyframe_need(&self) -> bool {
+    /// Whether the sink waits for a keyframe (it stays so until one
+    /// decodes, so a request the PLI throttle held back is not forgotten).
+    fn needs_keyframe(&self) -> bool {
         false
     }
 }
@@ -40,8 +41,8 @@ impl UnitSink for VideoDecoder {
         VideoDecoder::push(self, unit)
     }
 
-    fn take_keyframe_need(&self) -> bool {
-        self.keyframe_needed.swap(false, Ordering::Relaxed)
+    fn needs_keyframe(&self) -> bool {
+        self.keyframe_needed.load(Ordering::Relaxed)
     }
 }
 
@@ -68,7 +69,7 @@ pub async fn read_h264(
         };
         on_packet(p.payload.len());
         stats.bytes += p.payload.len() as u64;
-        let mut need_keyframe = decoder.take_keyframe_need();
+        let mut need_keyframe = decoder.needs_keyframe();
         for out in
             assembler.push(p.header.sequence_number, p.header.timestamp, p.header.marker, p.payload, start.elapsed())
         {
@@ -96,6 +97,7 @@ pub async fn read_h264(
         if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
             stats.plis += 1;
+            tracing::debug!(lost = assembler.lost(), dropping, "keyframe needed: PLI");
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             if track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
                 break;

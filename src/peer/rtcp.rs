@@ -3,9 +3,15 @@
 //! delivery, so they reach the local track's `poll()`; and what tells how
 //! a member's downstream link is doing is copied out for its estimate
 //! ([`LinkFeedback`]): receiver-report loss and round trip for our own
-//! streams, REMB, and the target webrtc-rs's congestion controller
-//! attaches to transport-wide feedback. It also notes when RTCP last came
-//! (see [`super::heard`]).
+//! streams, REMB, the target webrtc-rs's congestion controller attaches
+//! to transport-wide feedback, and how many distinct video packets the
+//! receiver has asked for again (NACKs: loss, within tens of
+//! milliseconds). It also notes when RTCP last came (see
+//! [`super::heard`]).
+//!
+//! [`MeteredGcc`] is the congestion controller itself: webrtc-rs's GCC,
+//! with [`TransportMeter`] reading the same transport-wide feedback beside
+//! it (what got through, what was lost, how long the queue).
 //!
 //! It sits just below webrtc-rs's sender-report interceptor, so on the way
 //! out it sees our sender reports go by and remembers when each left: a
@@ -14,7 +20,9 @@
 
 use super::heard::RtcpHeard;
 use crate::bwe::estimate::Feedback;
+use crate::bwe::transport::{Delivery, TransportMeter};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -22,8 +30,10 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,12 +45,17 @@ pub const SLOT: usize = 10_500;
 const SENT_KEPT: usize = 16;
 /// Feedback items kept until the session takes them.
 const FEEDBACK_KEPT: usize = 256;
+/// NACKed sequence numbers remembered, so a packet asked for again
+/// (receivers repeat NACKs) counts once.
+const NACKS_KEPT: usize = 1024;
 
 /// Feedback about one member's downstream, gathered on the connection's
 /// driver and taken by its session.
 #[derive(Default)]
 pub struct LinkFeedback {
     items: Mutex<VecDeque<(Instant, Feedback)>>,
+    /// Distinct video packets NACKed so far.
+    nacked: AtomicU64,
 }
 
 impl LinkFeedback {
@@ -61,6 +76,62 @@ impl LinkFeedback {
     pub fn take(&self) -> Vec<(Instant, Feedback)> {
         self.items.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
     }
+
+    /// Distinct video packets the receiver has asked for again so far.
+    pub fn nacked(&self) -> u64 {
+        self.nacked.load(Ordering::Relaxed)
+    }
+}
+
+/// webrtc-rs's GCC, with a [`TransportMeter`] reading the same
+/// transport-wide feedback into [`Feedback::Transport`].
+pub struct MeteredGcc {
+    gcc: Gcc,
+    meter: TransportMeter,
+    feedback: Arc<LinkFeedback>,
+    epoch: Instant,
+}
+
+impl MeteredGcc {
+    /// GCC starting at `initial` within `min..=max` bits/s; summaries go to `feedback`.
+    pub fn new(initial: f64, min: f64, max: f64, feedback: Arc<LinkFeedback>) -> Self {
+        Self { gcc: Gcc::new(initial, min, max), meter: TransportMeter::new(), feedback, epoch: Instant::now() }
+    }
+}
+
+impl BandwidthEstimator for MeteredGcc {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        let deliveries: Vec<Delivery> = reports
+            .iter()
+            // Arrived, but with no usable time: says nothing either way.
+            .filter(|r| !r.arrived || r.arrival.is_some())
+            .map(|r| Delivery {
+                departure: r.departure.saturating_duration_since(self.epoch),
+                arrival: r.arrival.filter(|_| r.arrived),
+                size: r.size,
+            })
+            .collect();
+        if let Some(summary) = self.meter.feed(now.saturating_duration_since(self.epoch), &deliveries) {
+            self.feedback.push(now, Feedback::Transport(summary));
+        }
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.gcc.handle_timeout(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.gcc.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
 }
 
 /// Marks PLI/FIR for the application, copies link feedback out, drops
@@ -79,6 +150,9 @@ pub struct RtcpTap {
     /// changes; transport feedback that leaves it alone confirms it).
     target: Option<f64>,
     target_told: Option<Instant>,
+    /// Video packets NACKed lately (SSRC, sequence number), oldest first.
+    nacked: VecDeque<(u32, u16)>,
+    nacked_set: HashSet<(u32, u16)>,
 }
 
 /// How often a target that did not change is confirmed.
@@ -119,6 +193,30 @@ impl RtcpTap {
             });
         feedback.push(now, Feedback::Report { fraction_lost: r.fraction_lost, rtt });
     }
+
+    /// Counts the video packets a NACK asks for that were not asked for lately.
+    fn nack(&mut self, nack: &TransportLayerNack) {
+        let Some(feedback) = &self.feedback else { return };
+        if !self.video.contains(&nack.media_ssrc) {
+            return;
+        }
+        let mut fresh = 0;
+        for pair in &nack.nacks {
+            for seq in pair.packet_list() {
+                let key = (nack.media_ssrc, seq);
+                if self.nacked_set.insert(key) {
+                    fresh += 1;
+                    self.nacked.push_back(key);
+                    if self.nacked.len() > NACKS_KEPT {
+                        if let Some(old) = self.nacked.pop_front() {
+                            self.nacked_set.remove(&old);
+                        }
+                    }
+                }
+            }
+        }
+        feedback.nacked.fetch_add(fresh, Ordering::Relaxed);
+    }
 }
 
 /// Whether an RTCP packet asks for a keyframe.
@@ -155,6 +253,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
                     rr.reports.iter().for_each(|r| self.report(r, msg.now));
                 } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
                     sr.reports.iter().for_each(|r| self.report(r, msg.now));
+                } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    self.nack(nack);
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     if let Some(feedback) = &self.feedback {
                         let bps = if remb.bitrate.is_finite() { remb.bitrate.clamp(0.0, u32::MAX as f32) } else { 0.0 };

@@ -32,8 +32,8 @@ impl PictureSink for Arc<FrameSlot> {
 pub struct VideoDecoder {
     tx: Option<SyncSender<Vec<u8>>>,
     thread: Option<JoinHandle<()>>,
-    /// Set by the thread when it needs a keyframe (decode error, or input
-    /// dropped because it fell behind); the session sends the PLI.
+    /// Set by the thread while it waits for a keyframe (from a decode
+    /// error until a picture decodes again); the reader sends PLIs.
     pub keyframe_needed: Arc<AtomicBool>,
 }
 
@@ -116,7 +116,9 @@ fn run(rx: Receiver<Vec<u8>>, mut sink: impl PictureSink, keyframe_needed: Arc<A
         match decoder.decode(&unit) {
             Ok(Some(picture)) => {
                 tracing::trace!(w = picture.frame().width(), "picture");
-                broken = false;
+                if std::mem::replace(&mut broken, false) {
+                    keyframe_needed.store(false, Ordering::Relaxed);
+                }
                 sink.picture(&picture.frame());
             }
             Ok(None) => tracing::trace!(bytes = unit.len(), "no picture"),

@@ -1,18 +1,21 @@
 //! One thread per downstream view: it renders the room's scene with its
 //! own compositor once per frame and encodes it once per quality tier
-//! (see `bwe::tiers`: the full rate, and up to two lower ones for members
-//! whose links carry less, at a lower frame rate or size), handing the
-//! same encoded frame to every member of that tier. It draws as soon as a
-//! new picture arrives ([`Cadence`]), not on a fixed tick.
+//! (see `bwe::tiers`: up to three encoders, each at the rate its members'
+//! links afford, at a lower frame rate or size far below the view's
+//! rate), handing the same encoded frame to every member of that tier. It
+//! draws as soon as a new picture arrives ([`Cadence`]), not on a fixed
+//! tick.
 //!
-//! A member who moves to another tier (or joins) gets nothing from it
-//! until its next keyframe, which is asked for at once (throttled per
-//! tier): its decoder never sees a picture that refers to frames it never
-//! had.
+//! A tier's rate and frame rate change on the running encoder (no
+//! keyframe); only a new picture size starts a new encoder, whose first
+//! frame is a keyframe for everyone on the tier. A member who moves to
+//! another tier (or joins) gets nothing from it until its next keyframe,
+//! which is asked for at once (throttled per tier): its decoder never sees
+//! a picture that refers to frames it never had.
 
 use super::cadence::Cadence;
 use super::scene::SharedScene;
-use crate::bwe::tiers::{Shape, ViewRate};
+use crate::bwe::tiers::{Shape, Tier, TierId, ViewRate};
 use crate::media::compositor::{Compositor, Source};
 use crate::media::frame::{FrameRef, VideoFrame};
 use crate::media::h264::{H264Config, H264Encoder};
@@ -29,6 +32,11 @@ use tokio::sync::mpsc;
 /// Least time between two keyframes forced by requests (PLI, FIR, joins)
 /// on the full-rate tier.
 pub const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
+/// Seconds between a tier's own keyframes. Members ask for keyframes
+/// when they need them (joining, moving tier, after loss); a keyframe
+/// nobody asked for costs several frames' worth of bits on every member's
+/// link (on a thin one, a freeze), so this is only a safety net.
+const KEYFRAME_PERIOD_SECONDS: u32 = 60;
 /// The most a lower tier waits between forced keyframes.
 const KEYFRAME_THROTTLE_MAX: Duration = Duration::from_millis(600);
 
@@ -58,13 +66,13 @@ pub struct EncodedFrame {
 struct Subscriber {
     peer: String,
     tx: mpsc::Sender<Arc<EncodedFrame>>,
-    /// The tier (its ladder level) the member watches.
-    level: u8,
+    /// The tier the member watches.
+    tier: TierId,
     /// Nothing until a keyframe of its tier.
     waiting: bool,
-    /// The tier it moves to: it keeps watching `level` until a keyframe
+    /// The tier it moves to: it keeps watching `tier` until a keyframe
     /// of this one comes, so a move shows no gap.
-    next: Option<u8>,
+    next: Option<TierId>,
 }
 
 /// Counters of one view.
@@ -88,12 +96,12 @@ pub struct ViewStats {
 struct Shared {
     subscribers: Mutex<Vec<Subscriber>>,
     /// The tiers to run, best first.
-    tiers: Mutex<Vec<Shape>>,
-    /// Tiers (levels) a keyframe was asked for.
-    keyframes: Mutex<BTreeSet<u8>>,
+    tiers: Mutex<Vec<Tier>>,
+    /// Tiers a keyframe was asked for.
+    keyframes: Mutex<BTreeSet<TierId>>,
     /// Tiers a member moves to or must start again on: their keyframes
     /// wait only [`KEYFRAME_THROTTLE`], whatever the tier's rate.
-    resyncs: Mutex<BTreeSet<u8>>,
+    resyncs: Mutex<BTreeSet<TierId>>,
     stop: AtomicBool,
 }
 
@@ -126,7 +134,7 @@ impl View {
             ViewRate { width: key.width, height: key.height, fps: key.fps, bitrate: key.bitrate, audio: audio_bitrate };
         let shared = Arc::new(Shared {
             subscribers: Mutex::new(Vec::new()),
-            tiers: Mutex::new(vec![Shape::for_level(&rate, 0)]),
+            tiers: Mutex::new(vec![Tier { id: FIRST_TIER, shape: Shape::full(&rate) }]),
             keyframes: Mutex::new(BTreeSet::new()),
             resyncs: Mutex::new(BTreeSet::new()),
             stop: AtomicBool::new(false),
@@ -151,10 +159,10 @@ impl View {
     /// frames from the next keyframe on; call [`View::request_keyframe`]
     /// once it can receive.
     pub fn subscribe(&self, peer: &str, tx: mpsc::Sender<Arc<EncodedFrame>>) {
-        let level = lock(&self.shared.tiers).first().map_or(0, |t| t.level);
+        let tier = lock(&self.shared.tiers).first().map_or(FIRST_TIER, |t| t.id);
         let mut subs = lock(&self.shared.subscribers);
         subs.retain(|s| s.peer != peer);
-        subs.push(Subscriber { peer: peer.to_owned(), tx, level, waiting: true, next: None });
+        subs.push(Subscriber { peer: peer.to_owned(), tx, tier, waiting: true, next: None });
     }
 
     /// Removes a member.
@@ -168,29 +176,29 @@ impl View {
     }
 
     /// Runs these tiers (best first) and puts each member on its tier
-    /// (`levels`; members not named keep theirs). A member that moves
+    /// (`members`; members not named keep theirs). A member that moves
     /// keeps its old tier until a keyframe of the new one, which is asked
     /// for; if its old tier is gone, it waits for that keyframe.
-    pub fn set_tiers(&self, tiers: Vec<Shape>, levels: &std::collections::BTreeMap<String, u8>) {
-        let known: BTreeSet<u8> = tiers.iter().map(|t| t.level).collect();
-        let best = tiers.first().map_or(0, |t| t.level);
+    pub fn set_tiers(&self, tiers: Vec<Tier>, members: &std::collections::BTreeMap<String, TierId>) {
+        let known: BTreeSet<TierId> = tiers.iter().map(|t| t.id).collect();
+        let best = tiers.first().map_or(FIRST_TIER, |t| t.id);
         *lock(&self.shared.tiers) = tiers;
         let mut moved = BTreeSet::new();
         for s in lock(&self.shared.subscribers).iter_mut() {
-            let mut level = levels.get(&s.peer).copied().unwrap_or(s.next.unwrap_or(s.level));
-            if !known.contains(&level) {
-                level = best;
+            let mut tier = members.get(&s.peer).copied().unwrap_or(s.next.unwrap_or(s.tier));
+            if !known.contains(&tier) {
+                tier = best;
             }
-            if level == s.level {
+            if tier == s.tier {
                 s.next = None;
-            } else if !known.contains(&s.level) || s.waiting {
-                s.level = level;
+            } else if !known.contains(&s.tier) || s.waiting {
+                s.tier = tier;
                 s.next = None;
                 s.waiting = true;
-                moved.insert(level);
-            } else if s.next != Some(level) {
-                s.next = Some(level);
-                moved.insert(level);
+                moved.insert(tier);
+            } else if s.next != Some(tier) {
+                s.next = Some(tier);
+                moved.insert(tier);
             }
         }
         lock(&self.shared.resyncs).extend(moved);
@@ -201,22 +209,22 @@ impl View {
         lock(&self.shared.tiers).len()
     }
 
-    /// The tier level `peer` watches.
-    pub fn level_of(&self, peer: &str) -> Option<u8> {
-        lock(&self.shared.subscribers).iter().find(|s| s.peer == peer).map(|s| s.level)
+    /// The tier `peer` watches.
+    pub fn tier_of(&self, peer: &str) -> Option<TierId> {
+        lock(&self.shared.subscribers).iter().find(|s| s.peer == peer).map(|s| s.tier)
     }
 
     /// Asks every tier for a keyframe soon (throttled per tier).
     pub fn request_keyframe(&self) {
-        let levels: Vec<u8> = lock(&self.shared.tiers).iter().map(|t| t.level).collect();
-        lock(&self.shared.keyframes).extend(levels);
+        let ids: Vec<TierId> = lock(&self.shared.tiers).iter().map(|t| t.id).collect();
+        lock(&self.shared.keyframes).extend(ids);
     }
 
     /// Asks `peer`'s tier for a keyframe soon (throttled per tier, more
     /// on lower tiers: see [`keyframe_throttle`]).
     pub fn request_keyframe_for(&self, peer: &str) {
-        if let Some(level) = self.level_of(peer) {
-            lock(&self.shared.keyframes).insert(level);
+        if let Some(tier) = self.tier_of(peer) {
+            lock(&self.shared.keyframes).insert(tier);
         }
     }
 
@@ -226,12 +234,12 @@ impl View {
     pub fn resync(&self, peer: &str) {
         let mut subs = lock(&self.shared.subscribers);
         if let Some(s) = subs.iter_mut().find(|s| s.peer == peer) {
-            tracing::debug!(peer, level = s.level, next = ?s.next, "resync");
+            tracing::debug!(peer, tier = s.tier, next = ?s.next, "resync");
             s.waiting = true;
             if let Some(next) = s.next.take() {
-                s.level = next;
+                s.tier = next;
             }
-            lock(&self.shared.resyncs).insert(s.level);
+            lock(&self.shared.resyncs).insert(s.tier);
         }
     }
 }
@@ -247,6 +255,7 @@ impl Drop for View {
 
 /// One tier's encoder and its scaled copy of the canvas.
 struct TierEncoder {
+    id: TierId,
     shape: Shape,
     encoder: H264Encoder,
     /// The canvas scaled to the tier's size (unused at the canvas size).
@@ -257,6 +266,33 @@ struct TierEncoder {
     last_forced: Option<Instant>,
 }
 
+impl TierEncoder {
+    /// Takes a new rate and frame rate (same picture size) on the running encoder.
+    fn follow(&mut self, shape: Shape, view_fps: u32) {
+        if shape.bitrate != self.shape.bitrate {
+            if let Err(e) = self.encoder.set_bitrate(shape.bitrate) {
+                tracing::warn!(error = %e, tier = self.id, "cannot change the tier's bitrate");
+            }
+        }
+        if shape.fps != self.shape.fps {
+            if let Err(e) = self.encoder.set_fps(shape.fps as f32) {
+                tracing::warn!(error = %e, tier = self.id, "cannot change the tier's frame rate");
+            }
+            self.every = every(view_fps, shape.fps);
+            tracing::debug!(tier = self.id, ?shape, "tier frame rate");
+        }
+        self.shape = shape;
+    }
+}
+
+/// Encode every this many draws for `tier_fps` out of `view_fps`.
+fn every(view_fps: u32, tier_fps: u32) -> u64 {
+    (view_fps / tier_fps.max(1)).max(1) as u64
+}
+
+/// The tier a view starts with (everyone at the full rate).
+const FIRST_TIER: TierId = 0;
+
 struct Worker {
     key: ViewKey,
     scene: SharedScene,
@@ -266,24 +302,29 @@ struct Worker {
 }
 
 impl Worker {
-    /// Makes the encoders match the wanted tiers: same level, same encoder.
+    /// Makes the encoders match the wanted tiers: a tier keeps its
+    /// encoder while its picture size stays, and is told new rates live.
     fn sync_tiers(&self, encoders: &mut Vec<TierEncoder>) {
         let wanted = lock(&self.shared.tiers).clone();
-        encoders.retain(|e| wanted.contains(&e.shape));
-        for shape in wanted {
-            if encoders.iter().any(|e| e.shape == shape) {
+        encoders.retain(|e| wanted.iter().any(|t| t.id == e.id && t.shape.same_size(&e.shape)));
+        for tier in wanted {
+            if let Some(e) = encoders.iter_mut().find(|e| e.id == tier.id) {
+                e.follow(tier.shape, self.key.fps);
                 continue;
             }
+            let shape = tier.shape;
             let mut config = H264Config::new(shape.width, shape.height, shape.fps, shape.bitrate);
             config.fast = self.fast;
+            config.keyframe_interval = shape.fps.saturating_mul(KEYFRAME_PERIOD_SECONDS);
             match H264Encoder::new(config) {
                 Ok(encoder) => {
-                    tracing::debug!(?shape, "tier started");
+                    tracing::debug!(tier = tier.id, ?shape, "tier started");
                     encoders.push(TierEncoder {
+                        id: tier.id,
                         shape,
                         encoder,
                         scaled: VideoFrame::default(),
-                        every: (self.key.fps / shape.fps.max(1)).max(1) as u64,
+                        every: every(self.key.fps, shape.fps),
                         last_sent: None,
                         last_forced: None,
                     });
@@ -292,7 +333,7 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, ?shape, "cannot start a tier encoder"),
             }
         }
-        encoders.sort_by_key(|e| e.shape.level);
+        encoders.sort_by_key(|e| std::cmp::Reverse(e.shape.bitrate));
     }
 
     fn run(self) {
@@ -355,33 +396,33 @@ impl Worker {
             self.stats.render_us.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
             draws += 1;
             self.sync_tiers(&mut encoders);
-            let watched: BTreeSet<u8> =
-                lock(&self.shared.subscribers).iter().flat_map(|s| std::iter::once(s.level).chain(s.next)).collect();
+            let watched: BTreeSet<TierId> =
+                lock(&self.shared.subscribers).iter().flat_map(|s| std::iter::once(s.tier).chain(s.next)).collect();
             let asked = std::mem::take(&mut *lock(&self.shared.keyframes));
             let resyncs = std::mem::take(&mut *lock(&self.shared.resyncs));
             let mut still_asked = BTreeSet::new();
             let mut still_resync = BTreeSet::new();
             for tier in encoders.iter_mut() {
-                let level = tier.shape.level;
-                if !watched.contains(&level) {
+                let id = tier.id;
+                if !watched.contains(&id) {
                     // Nobody on it: no encode (a keyframe starts anyone who comes).
                     tier.encoder.force_keyframe();
                     continue;
                 }
-                if resyncs.contains(&level) {
+                if resyncs.contains(&id) {
                     if tier.last_forced.is_none_or(|t| began - t >= KEYFRAME_THROTTLE) {
                         tier.last_forced = Some(began);
                         tier.encoder.force_keyframe();
                     } else {
-                        still_resync.insert(level);
+                        still_resync.insert(id);
                     }
-                } else if asked.contains(&level) {
+                } else if asked.contains(&id) {
                     let throttle = keyframe_throttle(tier.shape.bitrate, self.key.bitrate);
                     if tier.last_forced.is_none_or(|t| began - t >= throttle) {
                         tier.last_forced = Some(began);
                         tier.encoder.force_keyframe();
                     } else {
-                        still_asked.insert(level);
+                        still_asked.insert(id);
                     }
                 }
                 if !draws.is_multiple_of(tier.every) {
@@ -416,12 +457,12 @@ impl Worker {
                 tier.last_sent = Some(began);
                 let frame = Arc::new(encoded);
                 let mut subs = lock(&self.shared.subscribers);
-                for s in subs.iter_mut().filter(|s| s.level == level || s.next == Some(level)) {
-                    if s.next == Some(level) {
+                for s in subs.iter_mut().filter(|s| s.tier == id || s.next == Some(id)) {
+                    if s.next == Some(id) {
                         if !frame.keyframe {
                             continue;
                         }
-                        s.level = level;
+                        s.tier = id;
                         s.next = None;
                         s.waiting = false;
                     } else if s.next.is_some() && s.waiting {
@@ -430,7 +471,7 @@ impl Worker {
                     }
                     if s.waiting {
                         if !frame.keyframe {
-                            still_resync.insert(level);
+                            still_resync.insert(id);
                             continue;
                         }
                         s.waiting = false;
@@ -442,7 +483,7 @@ impl Worker {
                 drop(subs);
                 self.stats.encoded.fetch_add(1, Ordering::Relaxed);
                 self.stats.encode_us.fetch_add(encode_began.elapsed().as_micros() as u64, Ordering::Relaxed);
-                tracing::trace!(level, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
+                tracing::trace!(tier = id, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
             }
             lock(&self.shared.keyframes).extend(still_asked);
             lock(&self.shared.resyncs).extend(still_resync);

@@ -456,6 +456,11 @@ impl Room {
         self.flush_state();
     }
 
+    /// What the room last said of `peer`'s downstream.
+    pub fn downstream_of(&self, peer: &str) -> Option<&DownstreamState> {
+        self.downstream.get(peer)
+    }
+
     /// Notes a member's downstream (estimate and tier). A new tier is
     /// published soon; a new estimate alone at most every
     /// [`LINK_STATE_INTERVAL`].
@@ -463,6 +468,9 @@ impl Room {
         self.now = now;
         if self.member(peer).is_none() {
             return;
+        }
+        if let Some(old) = self.downstream.get(peer).filter(|old| old.tier != state.tier) {
+            tracing::debug!(peer, from = old.tier, to = state.tier, estimate = state.estimate, "tier changes");
         }
         match self.downstream.get(peer) {
             Some(old) if *old == state => return,

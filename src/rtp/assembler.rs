@@ -5,7 +5,10 @@
 //! [`REORDER_WAIT`] of waiting for a gap to fill); a frame ends at the
 //! marker bit or when the timestamp moves on. After a loss, frames are
 //! dropped until the next keyframe and the caller is told to ask the
-//! sender for one. Time is passed in; nothing here reads a clock.
+//! sender for one; a frame whose first packets may have been in the gap
+//! is dropped too (after a gap, a frame counts only from a packet that
+//! begins an access unit: a keyframe that lost its head would decode as
+//! garbage). Time is passed in; nothing here reads a clock.
 
 use super::seq::SeqExtender;
 use bytes::Bytes;
@@ -17,9 +20,11 @@ use std::time::Duration;
 /// Most packets held while waiting for a missing one.
 pub const REORDER_PACKETS: usize = 128;
 /// Longest a gap is waited for before it counts as lost: long enough for
-/// a NACK and its retransmission (NACKs go out every 20 ms) to fill it
-/// twice on a good network, short enough not to freeze a picture for long.
-pub const REORDER_WAIT: Duration = Duration::from_millis(150);
+/// a NACK and its retransmission to come back through a full bottleneck
+/// queue (a link's 100-200 ms, where losses happen), short enough not to
+/// freeze a picture for long. Giving up sooner turns every loss on a slow
+/// link into a keyframe request and a freeze; browsers wait longer still.
+pub const REORDER_WAIT: Duration = Duration::from_millis(300);
 /// Largest access unit assembled (a 4K keyframe fits comfortably).
 pub const MAX_ACCESS_UNIT: usize = 4 * 1024 * 1024;
 
@@ -58,6 +63,9 @@ pub struct H264Assembler {
     frame_broken: bool,
     /// Waiting for a keyframe (at start and after any loss).
     need_keyframe: bool,
+    /// After a gap (and at the start): frames count only from a packet
+    /// that begins an access unit.
+    after_gap: bool,
     lost: u64,
 }
 
@@ -79,6 +87,7 @@ impl H264Assembler {
             frame_ts: None,
             frame_broken: false,
             need_keyframe: true,
+            after_gap: true,
             lost: 0,
         }
     }
@@ -137,6 +146,7 @@ impl H264Assembler {
 
     fn loss(&mut self, out: &mut Vec<Assembled>) {
         self.frame_broken = true;
+        self.after_gap = true;
         self.depacketizer = H264Packet::default();
         if !self.need_keyframe {
             self.need_keyframe = true;
@@ -148,6 +158,13 @@ impl H264Assembler {
         // A new timestamp closes the previous frame even if its marker was lost.
         if self.frame_ts.is_some_and(|ts| ts != p.timestamp) {
             self.finish(out);
+        }
+        if self.after_gap {
+            if self.frame_ts.is_none() && starts_access_unit(&p.payload) {
+                self.after_gap = false;
+            } else {
+                self.frame_broken = true;
+            }
         }
         self.frame_ts = Some(p.timestamp);
         match depacketize(&mut self.depacketizer, &p.payload) {
@@ -181,6 +198,27 @@ impl H264Assembler {
     }
 }
 
+/// Whether an RTP payload (RFC 6184, packetization mode 1) begins an
+/// access unit: it starts with an SEI, SPS, PPS or access unit delimiter,
+/// or with the first slice of a picture (`first_mb_in_slice` is 0: the
+/// slice header's first bit is set), whole, first in a STAP-A, or as the
+/// start of an FU-A.
+pub fn starts_access_unit(payload: &[u8]) -> bool {
+    let begins = |nal_type: u8, slice_header: Option<&u8>| match nal_type {
+        6..=9 => true,
+        1 | 5 => slice_header.is_some_and(|b| b & 0x80 != 0),
+        _ => false,
+    };
+    let Some(&header) = payload.first() else { return false };
+    match header & 0x1f {
+        // STAP-A: header, 16-bit size, then the first NAL unit.
+        24 => payload.get(3).is_some_and(|h| begins(h & 0x1f, payload.get(4))),
+        // FU-A: indicator, FU header (S bit, type), then the NAL payload.
+        28 => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && begins(fu & 0x1f, payload.get(2))),
+        kind => begins(kind, payload.get(1)),
+    }
+}
+
 /// Depacketizes one payload, first checking what the `rtc` depacketizer
 /// would index without checking (a STAP-A whose last length field is cut
 /// off would otherwise panic it).
@@ -208,9 +246,13 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A NAL unit; a slice is a picture's first (`first_mb_in_slice` 0).
     fn nal(kind: u8, len: usize) -> Vec<u8> {
         let mut v = vec![0x60 | kind];
         v.extend((0..len).map(|i| (i % 200) as u8 + 1));
+        if matches!(kind, 1 | 5) && len > 0 {
+            v[1] |= 0x80;
+        }
         v
     }
 
@@ -335,6 +377,56 @@ mod tests {
         assert_eq!(frames(&out), vec![true]);
         let later = a.poll(REORDER_WAIT + MS);
         assert!(later.contains(&Assembled::NeedKeyframe));
+    }
+
+    #[test]
+    fn a_keyframe_whose_head_was_lost_is_not_passed_on_the_next_whole_one_is() {
+        let mut s = Stream::new(100);
+        for keyframe in [true, false, true, false, true, false, true] {
+            s.frame(keyframe);
+        }
+        // Keyframes take 4 packets (STAP-A, three FU-A), P frames one:
+        // 100-103 K, 104 P, 105-108 K, 109 P, 110-113 K, 114 P, 115-118 K.
+        // A gap takes the second keyframe's tail, a P frame and the third
+        // keyframe's head (its STAP-A and first FU-A): only that
+        // keyframe's last fragments arrive after the gap.
+        let lost = [108u16, 109, 110, 111];
+        let mut a = H264Assembler::new();
+        let mut out = Vec::new();
+        for (i, (sq, t, m, p)) in s.packets.iter().enumerate() {
+            if lost.contains(sq) {
+                continue;
+            }
+            let now = Duration::from_millis(i as u64 * 400);
+            out.extend(a.poll(now));
+            out.extend(a.push(*sq, *t, *m, p.clone(), now));
+        }
+        // The first keyframe and P frame, a keyframe request, then only
+        // the last keyframe: not the headless third, nor the P after it.
+        assert_eq!(frames(&out), vec![true, false, true], "{out:?}");
+        assert!(out.contains(&Assembled::NeedKeyframe));
+        let Some(Assembled::Frame { data, .. }) = out.iter().rev().find(|o| matches!(o, Assembled::Frame { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!(crate::media::h264::nal_units(data).next().map(|n| n[0] & 0x1f), Some(7));
+    }
+
+    #[test]
+    fn what_begins_an_access_unit() {
+        let slice = |kind: u8, first: bool| vec![0x60 | kind, if first { 0x88 } else { 0x08 }, 1, 2];
+        assert!(starts_access_unit(&slice(5, true)));
+        assert!(!starts_access_unit(&slice(1, false)));
+        assert!(starts_access_unit(&[0x67, 0x42]));
+        assert!(starts_access_unit(&[0x09, 0x10]));
+        // STAP-A with an SPS first; FU-A start of a first slice; FU-A middle.
+        assert!(starts_access_unit(&[24, 0, 2, 0x67, 0x42]));
+        assert!(starts_access_unit(&[0x7c, 0x85, 0x88]));
+        assert!(!starts_access_unit(&[0x7c, 0x05, 0x88]));
+        assert!(!starts_access_unit(&[0x7c, 0x85, 0x08]));
+        for bad in [&[][..], &[24], &[24, 0], &[28], &[28, 0x85], &[5]] {
+            assert!(!starts_access_unit(bad));
+        }
     }
 
     #[test]

@@ -71,7 +71,10 @@ fn describe() {
     describe_gauge!("tessera_member_downstream_estimate_bps", "What a member's downstream link is estimated to carry.");
     describe_gauge!("tessera_member_downstream_sent_bps", "Video bits per second sent to a member.");
     describe_gauge!("tessera_member_downstream_loss_ratio", "Loss in a member's last receiver report.");
-    describe_gauge!("tessera_member_downstream_tier", "The tier a member receives (0 = the view's full rate).");
+    describe_gauge!(
+        "tessera_member_downstream_tier",
+        "The tier a member receives, by rank (0 = the view's best tier)."
+    );
     describe_counter!("tessera_downstream_frames_skipped_total", "Frames skipped because a member's link fell behind.");
     describe_counter!("tessera_decode_errors_total", "Inbound H.264 access units that did not decode.");
     describe_counter!("tessera_signaling_errors_total", "Refusals sent to clients, by error code.");

@@ -719,11 +719,11 @@ impl RoomTask {
             let plan = self.plans.entry(key.clone()).or_insert_with(|| TierPlan::new(*view.rate()));
             let p = plan.update(now, &estimates);
             view.set_tiers(p.tiers.clone(), &p.members);
-            for (peer, level) in &p.members {
-                let (Some(link), Some(shape)) = (self.links.get(peer), p.tiers.iter().find(|t| t.level == *level))
-                else {
+            for peer in p.members.keys() {
+                let (Some(link), Some((rank, tier))) = (self.links.get(peer), p.tier_of(peer)) else {
                     continue;
                 };
+                let shape = tier.shape;
                 told.push((
                     peer.clone(),
                     DownstreamState {
@@ -731,7 +731,7 @@ impl RoomTask {
                         source: link.source.as_str().to_owned(),
                         loss: (link.loss * 1000.0).round() / 10.0,
                         rtt_ms: link.rtt.map(|r| r.as_millis() as u32),
-                        tier: shape.level,
+                        tier: rank.min(u8::MAX as usize) as u8,
                         bitrate: shape.bitrate,
                         width: shape.width,
                         height: shape.height,
@@ -770,13 +770,7 @@ impl RoomTask {
                 estimate: link.estimate,
                 sent: link.sent,
                 loss: link.loss,
-                tier: self
-                    .members
-                    .get(peer)
-                    .and_then(|m| m.view.as_ref())
-                    .and_then(|v| self.views.get(v))
-                    .and_then(|v| v.level_of(peer))
-                    .map(u32::from),
+                tier: self.room.downstream_of(peer).map(|d| u32::from(d.tier)),
             })
             .collect();
         super::metrics::room(&super::metrics::RoomFigures {
@@ -861,14 +855,16 @@ impl RoomTask {
 
 /// Where a member's downstream estimate starts, and its bounds: high
 /// enough that everyone starts on the view's full-rate tier (a bad link
-/// shows itself within a second or two), never under 50 kbps, at most
-/// three times the start.
+/// shows itself within a second or two), never under what audio and the
+/// least video tier need (a pacer slower than that would only fill and
+/// flush), at most three times the start.
 fn estimate_bounds(view_bitrate: u32, audio_bitrate: u32) -> crate::bwe::estimate::Config {
     let full = crate::bwe::tiers::estimate_for(view_bitrate, audio_bitrate);
     let initial = (full as f64 * 1.05) as u32;
+    let least = crate::bwe::tiers::estimate_for(crate::bwe::tiers::MIN_RATE, audio_bitrate);
     crate::bwe::estimate::Config {
         initial,
-        min: 50_000,
+        min: least.min(initial),
         max: initial.saturating_mul(3),
         audio: crate::bwe::tiers::audio_wire(audio_bitrate),
     }

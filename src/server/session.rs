@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
 
@@ -154,6 +154,9 @@ pub struct LinkReport {
 
 /// How often feedback is folded into the estimate.
 const ESTIMATE_EVERY: Duration = Duration::from_millis(100);
+/// NACKs are counted against packets sent over at least this long (and
+/// at least [`crate::bwe::estimate::NACK_SAMPLE`] packets).
+const NACK_WINDOW: Duration = Duration::from_millis(250);
 /// A change this large (a fraction) is reported at once; smaller ones
 /// at most every [`REPORT_EVERY`].
 const REPORT_CHANGE: f64 = 0.05;
@@ -257,18 +260,12 @@ async fn run(
         tasks.push(tokio::spawn(
             async move {
                 // Keyframe requests (PLI/FIR) from the member for its view.
-                while let Some(ev) = track.poll().await {
-                    if let TrackLocalEvent::OnRtcpPacket(packets) = ev {
-                        if packets.iter().any(peer::rtcp::is_keyframe_request) {
-                            let ev = RoomEvent::Session {
-                                peer: peer.clone(),
-                                generation,
-                                event: SessionEvent::KeyframeRequest,
-                            };
-                            if room_tx.send(ev).await.is_err() {
-                                break;
-                            }
-                        }
+                loop {
+                    peer::next_keyframe_request(&track).await;
+                    let ev =
+                        RoomEvent::Session { peer: peer.clone(), generation, event: SessionEvent::KeyframeRequest };
+                    if room_tx.send(ev).await.is_err() {
+                        break;
                     }
                 }
             }
@@ -285,6 +282,8 @@ async fn run(
     let mut reported: Option<(LinkReport, Instant)> = None;
     let mut sent_window: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     let mut sent_rate = 0u32;
+    // NACKs and packets sent at the start of the current NACK window.
+    let mut nack_mark: Option<(Instant, u64, u64)> = None;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -323,6 +322,25 @@ async fn run(
                 let (Some(d), Some(est)) = (&downstream, estimator.as_mut()) else { continue };
                 for (at, f) in d.feedback.take() {
                     est.feed(at.saturating_duration_since(ctx.started), f);
+                }
+                // Packets the pacer dropped unsent are asked for too, but
+                // the link did not lose them.
+                let (packets, unsent) = d.pacer.video_packets();
+                let (nacked, packets) = (d.feedback.nacked().saturating_sub(unsent), packets - unsent);
+                match nack_mark {
+                    Some((since, n0, p0))
+                        if since.elapsed() >= NACK_WINDOW
+                            && packets.saturating_sub(p0) >= crate::bwe::estimate::NACK_SAMPLE as u64 =>
+                    {
+                        let nacks = crate::bwe::estimate::Feedback::Nacks {
+                            nacked: nacked.saturating_sub(n0).min(u32::MAX as u64) as u32,
+                            sent: packets.saturating_sub(p0).min(u32::MAX as u64) as u32,
+                        };
+                        est.feed(ctx.started.elapsed(), nacks);
+                        nack_mark = Some((Instant::now(), nacked, packets));
+                    }
+                    Some(_) => {}
+                    None => nack_mark = Some((Instant::now(), nacked, packets)),
                 }
                 let total = video_sent.load(Ordering::Relaxed);
                 sent_window.push_back((Instant::now(), total));
@@ -392,16 +410,20 @@ async fn negotiate(
         pc.set_remote_description(offer).await.map_err(bad_sdp)?;
         let mut video = None;
         let mut audio = None;
+        // Our tracks' ids must differ from any the member may give its own:
+        // webrtc-rs routes inbound RTCP by track id, a received track
+        // first, so a clash would send the member's keyframe requests to
+        // its own upstream track, where nobody hears them.
         if s.info.video.receives {
             let ssrc = peer::random_ssrc();
-            let track = peer::local_track(RtpCodecKind::Video, &format!("{}-video", s.peer), ssrc)
+            let track = peer::local_track(RtpCodecKind::Video, &format!("composite-{}-{ssrc:08x}", s.peer), ssrc)
                 .map_err(|e| internal(e.to_string()))?;
             let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(bad_sdp)?;
             video = Some((track, ssrc, sender));
         }
         if s.info.audio.receives {
             let ssrc = peer::random_ssrc();
-            let track = peer::local_track(RtpCodecKind::Audio, &format!("{}-audio", s.peer), ssrc)
+            let track = peer::local_track(RtpCodecKind::Audio, &format!("mix-{}-{ssrc:08x}", s.peer), ssrc)
                 .map_err(|e| internal(e.to_string()))?;
             let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(bad_sdp)?;
             audio = Some((track, ssrc, sender));

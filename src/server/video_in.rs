@@ -76,7 +76,7 @@ pub async fn read_video(
         let assembler = assemblers.entry(ssrc).or_default();
         let h = &packet.header;
         let units = assembler.push(h.sequence_number, h.timestamp, h.marker, packet.payload, start.elapsed());
-        let mut need_keyframe = decoder.keyframe_needed.swap(false, Ordering::Relaxed);
+        let mut need_keyframe = decoder.keyframe_needed.load(Ordering::Relaxed);
         for unit in units {
             let Assembled::Frame { data, keyframe, .. } = unit else {
                 if choice.active().is_some_and(|a| a.ssrc == ssrc) {

@@ -158,6 +158,13 @@ fn bitrate_and_frame_rate_change_live_without_a_keyframe() {
     let (slow, slow_keys) = spent(&mut enc, 30, 133);
     assert!(slow > 100.0 && slow < 200.0, "{slow:.0} kbps at 7.5 fps, asking for 150");
     assert_eq!(slow_keys, 0, "a frame rate change must not force a keyframe");
+    // Back to 15 fps and above the rate it was made with: accepted, followed.
+    enc.set_fps(15.0).unwrap();
+    enc.set_bitrate(1_200_000).unwrap();
+    let (_, rise_keys) = spent(&mut enc, 15, 66);
+    let (risen, risen_keys) = spent(&mut enc, 45, 66);
+    assert!(risen > 700.0, "{risen:.0} kbps after asking for 1 200");
+    assert_eq!(rise_keys + risen_keys, 0, "a rise must not force a keyframe");
 }
 
 #[test]
