@@ -6,15 +6,18 @@
 //! goes the capped member climbs back. Run with transport-wide feedback
 //! (GCC) and with receiver reports only; and a cap that falls mid-call.
 //!
-//! The bounds on freezes and on the climb back are looser than the goal
-//! (issue: under 1 s frozen a minute, back within 15 s, no gap over 2 s
-//! when the cap falls): on two shared cores this measured 1.2-5 s frozen
-//! in 25 s, 11-20 s back, 2.6-3.2 s gaps. They still fail at once if the
-//! member were left at the full rate behind its link (frozen nearly all
-//! the time) or never climbed back.
+//! The same with Chromium as the capped member, behind the same relay.
+//!
+//! Measured on two shared cores (debug test build): frozen 0-1.1 s in
+//! 25 s, back at 80 % in 8-12 s, longest gap 0.7-1.2 s when the cap
+//! falls. The bounds leave room for a slower CI machine (frozen under
+//! 3 s in 25 s, back within 25 s, no gap of 3 s) and still fail at once
+//! if the member were left at the full rate behind its link (frozen
+//! nearly all the time) or never climbed back.
 
 mod common;
 
+use common::browser::{solid_y4m, tone_wav, Chromium};
 use common::relay::{Cap, LossyRelay};
 use common::*;
 use std::path::PathBuf;
@@ -156,10 +159,10 @@ async fn capped_member_follows_its_link(twcc: bool) {
     );
     assert!(c_over_cap == 0, "{kind}: the capped member got more than the cap in {c_over_cap} windows");
     assert!(loss < 0.04, "{kind}: {:.1} % lost at the bottleneck", loss * 100.0);
-    assert!(frozen < Duration::from_secs(10), "{kind}: frozen {frozen:?} in 25 s");
+    assert!(frozen < Duration::from_secs(3), "{kind}: frozen {frozen:?} in 25 s");
     assert!(worst_free >= 0.8 * CANVAS_BITRATE, "{kind}: an unlimited member fell to {worst_free:.0} bit/s");
     let recovered = recovered.unwrap_or_else(|| panic!("{kind}: never back at 80 % of the canvas rate"));
-    assert!(recovered <= Duration::from_secs(40), "{kind}: back only after {recovered:?}");
+    assert!(recovered <= Duration::from_secs(25), "{kind}: back only after {recovered:?}");
     let state = capped_state.expect("the room state says nothing of the capped member's downstream");
     assert!(state.tier > 0, "{state:?}");
     // Most of the time the state names a tier under the cap (a probe one
@@ -225,9 +228,176 @@ async fn a_link_that_drops_from_2_mbps_to_300_kbps_mid_call_is_followed_within_s
     println!(
         "2 Mbps -> 300 kbps: longest gap between pictures {longest:?}; under the cap (1 s windows) after {adapted:?}"
     );
-    assert!(longest < Duration::from_secs(6), "the picture froze for {longest:?}");
+    assert!(longest < Duration::from_secs(3), "the picture froze for {longest:?}");
     assert!(adapted.is_some(), "never under the new cap");
     for c in [a, b, c] {
+        c.leave().await;
+    }
+}
+
+/// Page script for a browser behind the relay: the server's candidates
+/// name the relay's ports (`map`: server port to relay port), and the
+/// page keeps its own candidates to itself, so the server only ever sees
+/// the relay's address and every packet to the page crosses the
+/// bottleneck.
+fn relay_script(map: &[(u16, u16)]) -> String {
+    let pairs: Vec<String> = map.iter().map(|(s, r)| format!("\"{s}\":{r}")).collect();
+    format!(
+        r#"(() => {{
+  const map = {{{pairs}}};
+  const rewrite = (c) => c.replace(/^(a=)?(candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 )(\d+)/i,
+    (m, a, head, port) => (map[port] ? (a || "") + head + map[port] : m));
+  const Base = window.RTCPeerConnection;
+  class Relayed extends Base {{
+    setRemoteDescription(d) {{
+      if (d && d.sdp) d = {{ type: d.type, sdp: d.sdp.split("\r\n").map(rewrite).join("\r\n") }};
+      return super.setRemoteDescription(d);
+    }}
+    addIceCandidate(c) {{
+      if (c && c.candidate) c = {{ ...c, candidate: rewrite(c.candidate) }};
+      return super.addIceCandidate(c);
+    }}
+    set onicecandidate(f) {{
+      super.onicecandidate = (e) => {{ if (!e.candidate) f(e); }};
+    }}
+  }}
+  window.RTCPeerConnection = Relayed;
+}})();"#,
+        pairs = pairs.join(",")
+    )
+}
+
+/// What the page's browser says it received.
+#[derive(Clone, Copy, Debug, Default)]
+struct PageVideo {
+    bytes: u64,
+    frames: u64,
+    frozen: f64,
+}
+
+async fn page_video(b: &mut Chromium) -> PageVideo {
+    let v = b.eval("c", "tessera.videoStats()").await;
+    PageVideo {
+        bytes: v["bytes"].as_u64().unwrap_or(0),
+        frames: v["frames"].as_u64().unwrap_or(0),
+        frozen: v["frozenSeconds"].as_f64().unwrap_or(0.0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_chromium_page_gets_what_its_link_carries() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let first = free_port();
+    let ports = (first, first + 11);
+    let range = format!("{}-{}", ports.0, ports.1);
+    let server = Server::start_with_layouts(&["--udp-ports", &range], layouts_720p());
+    let a = join(ClientOptions { decode: false, ..sender(&server, "a", 0) }).await;
+    let b = join(ClientOptions { decode: false, ..sender(&server, "b", 1) }).await;
+    // Every server port is reachable through the relay; the page is told
+    // only the relay's.
+    let relay = LossyRelay::capped(Some(CAP));
+    let map: Vec<(u16, u16)> =
+        (ports.0..=ports.1).map(|p| (p, relay.route(std::net::SocketAddr::from(([127, 0, 0, 1], p))).port())).collect();
+    let dir = std::env::temp_dir().join(format!("tessera-bw-page-{first}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (y4m, wav) = (dir.join("c.y4m"), dir.join("c.wav"));
+    solid_y4m(&y4m, palette(2), 30);
+    tone_wav(&wav, 660.0, 4.0);
+    let mut browser = Chromium::start();
+    let url = format!("http://127.0.0.1:{}/room/bw?autojoin=1&audio=raw&peer=chrome&name=Chrome", server.http_port);
+    // A window wider than 960x540: the page asks for the canvas itself.
+    browser.open_with("c", &url, &y4m, &wav, (1400, 900), Some(&relay_script(&map))).await;
+    let joined = Instant::now();
+    while page_video(&mut browser).await.frames < 30 {
+        if joined.elapsed() > Duration::from_secs(30) {
+            let state = browser.eval("c", "JSON.stringify({errors: tessera.errors, joined: tessera.joined})").await;
+            panic!(
+                "the page never showed the composite: {state}; relay up {} down {}; logs {:?}",
+                relay.stats.forwarded.load(Ordering::Relaxed),
+                relay.stats.down_forwarded.load(Ordering::Relaxed),
+                browser.logs("c").await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(relay.stats.down_forwarded.load(Ordering::Relaxed) > 0, "the page's media did not cross the relay");
+
+    let clients = [&a, &b];
+    let mut meter = Meter { readings: Vec::new() };
+    let mut page: Vec<(Instant, PageVideo)> = Vec::new();
+    let page_rate = |page: &[(Instant, PageVideo)], window: Duration| -> Option<f64> {
+        let (now, last) = page.last()?;
+        let (then, first) = page.iter().rev().find(|(t, _)| now.duration_since(*t) >= window)?;
+        Some((last.bytes - first.bytes) as f64 * 8.0 / now.duration_since(*then).as_secs_f64())
+    };
+    let step = Duration::from_millis(250);
+    let window = Duration::from_secs(2);
+    let t0 = Instant::now();
+    let (mut worst_free, mut over_cap, mut c_max) = (f64::MAX, 0usize, 0f64);
+    let (mut at_5s, mut drops_at_5s) = (None, None);
+    while t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(step).await;
+        meter.read(&clients);
+        page.push((Instant::now(), page_video(&mut browser).await));
+        if t0.elapsed() >= Duration::from_secs(4) {
+            for who in [0, 1] {
+                if let Some(r) = meter.rate(who, window) {
+                    worst_free = worst_free.min(r);
+                }
+            }
+        }
+        if t0.elapsed() >= Duration::from_secs(5) {
+            at_5s.get_or_insert(page.last().unwrap().1);
+            let s = &relay.stats;
+            drops_at_5s
+                .get_or_insert((s.down_dropped.load(Ordering::Relaxed), s.down_forwarded.load(Ordering::Relaxed)));
+            if let Some(r) = page_rate(&page, window) {
+                c_max = c_max.max(r);
+                over_cap += usize::from(r > CAP.bps as f64);
+            }
+        }
+    }
+    let (start, end) = (at_5s.unwrap(), page.last().unwrap().1);
+    let frozen = end.frozen - start.frozen;
+    let fps = (end.frames - start.frames) as f64 / 25.0;
+    let (d0, f0) = drops_at_5s.unwrap();
+    let (d1, f1) =
+        (relay.stats.down_dropped.load(Ordering::Relaxed), relay.stats.down_forwarded.load(Ordering::Relaxed));
+    let loss = (d1 - d0) as f64 / ((d1 - d0) + (f1 - f0)).max(1) as f64;
+    let state = a.room_state().and_then(|s| s.participants.into_iter().find(|p| p.peer == "chrome"));
+    let capped = state.and_then(|p| p.downstream);
+
+    relay.set_cap(None);
+    let lifted = Instant::now();
+    let mut recovered = None;
+    while lifted.elapsed() < Duration::from_secs(25) {
+        tokio::time::sleep(step).await;
+        page.push((Instant::now(), page_video(&mut browser).await));
+        if lifted.elapsed() >= window && page_rate(&page, window).is_some_and(|r| r >= 0.8 * CANVAS_BITRATE) {
+            recovered = Some(lifted.elapsed());
+            break;
+        }
+    }
+    println!(
+        "Chromium (transport-wide feedback): at {:.0} kbps at most over 2 s windows ({over_cap} windows over the 400 kbps \
+         cap), {fps:.1} fps, loss {:.2} %, frozen {:.0} ms in 25 s (Chromium's own count); the others at least {:.0} kbps; \
+         back at 80 % of the canvas rate {recovered:?} after the cap went; its downstream when capped: {capped:?}",
+        c_max / 1000.0,
+        loss * 100.0,
+        frozen * 1000.0,
+        worst_free / 1000.0,
+    );
+    let capped = capped.expect("the room state says nothing of the page's downstream");
+    assert_eq!(capped.source, "twcc", "Chromium sends transport-wide feedback: {capped:?}");
+    assert!(capped.tier > 0, "{capped:?}");
+    assert!(over_cap == 0, "the page got more than the cap in {over_cap} windows");
+    assert!(loss < 0.04, "{:.1} % lost at the bottleneck", loss * 100.0);
+    assert!(frozen < 3.0, "the page was frozen {frozen:.1} s in 25 s");
+    assert!(fps > 5.0, "the page showed {fps:.1} fps behind the cap");
+    assert!(worst_free >= 0.8 * CANVAS_BITRATE, "an unlimited member fell to {worst_free:.0} bit/s");
+    assert!(recovered.is_some(), "the page was not back at 80 % of the canvas rate within 25 s");
+    browser.quit().await;
+    for c in [a, b] {
         c.leave().await;
     }
 }

@@ -557,6 +557,22 @@ tessera.toneLevel = (hz) => {
   for (let i = Math.max(0, at - 3); i <= Math.min(bins.length - 1, at + 3); i++) best = Math.max(best, bins[i]);
   return best;
 };
+// What this page receives of the composite, from the browser's own
+// statistics (freezes as WebRTC counts them).
+tessera.videoStats = async () => {
+  const out = { bytes: 0, frames: 0, freezes: 0, frozenSeconds: 0, packetsLost: 0, packetsReceived: 0 };
+  if (!call || !call.pc) return out;
+  (await call.pc.getStats()).forEach((s) => {
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+    out.bytes = s.bytesReceived || 0;
+    out.frames = s.framesDecoded || 0;
+    out.freezes = s.freezeCount || 0;
+    out.frozenSeconds = s.totalFreezesDuration || 0;
+    out.packetsLost = s.packetsLost || 0;
+    out.packetsReceived = s.packetsReceived || 0;
+  });
+  return out;
+};
 tessera.framesDecoded = async () => {
   if (!call || !call.pc) return 0;
   let n = 0;

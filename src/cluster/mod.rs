@@ -281,9 +281,16 @@ impl Cluster {
         self.draining
     }
 
-    /// Whether the node has listened long enough to know the others.
+    /// Whether the node has listened long enough to know the others, and
+    /// still hears the bus: its own heartbeats come back. A node whose own
+    /// beats are overdue as long as a dead node's is itself cut off or
+    /// stalled (a starved process reads its queue late), and would see
+    /// every other node dead at once: it takes nothing until it hears
+    /// itself again.
     pub fn settled(&self, now: Duration) -> bool {
-        self.hearing && now.saturating_sub(self.started) >= self.config.dead_after
+        self.hearing
+            && now.saturating_sub(self.started) >= self.config.dead_after
+            && self.members.alive(now, &self.config.node, self.config.dead_after)
     }
 
     /// Live nodes that take rooms, this one included unless it drains.

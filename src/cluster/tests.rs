@@ -47,7 +47,43 @@ fn a_node_serves_nothing_until_it_has_listened() {
     let mut a = node("a");
     a.beat(ms(0), "a", beat(false));
     assert!(!a.serves(ms(1000), "r"), "not settled");
+    a.beat(ms(1500), "a", beat(false));
     assert!(a.serves(DEAD, "r"), "alone, settled: every room is its own");
+}
+
+#[test]
+fn a_node_that_stops_hearing_its_own_beats_takes_nothing_over() {
+    // a stalls (its queue unread) past the dead time: when it runs again,
+    // every beat it knows is old, its own too. It must not take b's room
+    // (b lives), nor serve new ones, until it hears again.
+    let b_beat = Beat { claims: vec![("r".into(), 7)], ..beat(false) };
+    let mut a = node("a");
+    let mut t = Duration::ZERO;
+    while t <= ms(3000) {
+        a.beat(t, "a", beat(false));
+        a.beat(t, "b", b_beat.clone());
+        a.beat(t, "c", beat(false));
+        t += BEAT;
+    }
+    a.claim_seen("r", Some(claim("b", 7, &["p"])));
+    let stalled = ms(3000) + DEAD + BEAT;
+    assert!(a.takeovers(stalled, |_| false).is_empty(), "took a live node's room");
+    assert!(!a.serves(stalled, "new"), "served a new room while deaf");
+    // Its queue read: beats from everyone, its own included.
+    a.beat(stalled, "a", beat(false));
+    a.beat(stalled, "b", b_beat);
+    a.beat(stalled, "c", beat(false));
+    assert!(a.takeovers(stalled, |_| false).is_empty(), "b lives: its room stays");
+    // Now b really goes quiet while a hears itself: the room goes to the
+    // rendezvous winner of a and c.
+    let mut t = stalled;
+    while t <= stalled + DEAD + BEAT {
+        t += BEAT;
+        a.beat(t, "a", beat(false));
+        a.beat(t, "c", beat(false));
+    }
+    let taken = a.takeovers(t, |_| false);
+    assert_eq!(taken.iter().any(|o| o.room == "r"), a.rendezvous(t, "r"), "{taken:?}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 // stdin, one JSON reply per line on stdout ({"ok":true,...} or
 // {"ok":false,"error":...}). Each `open` starts its own browser, so each
 // page has its own fake camera and microphone files.
-//   {"op":"open","id":"a","url":URL,"y4m":FILE,"wav":FILE[,"width":W,"height":H]}
+//   {"op":"open","id":"a","url":URL,"y4m":FILE,"wav":FILE[,"width":W,"height":H][,"init":JS]}
+//     (`init` runs in the page before its own scripts)
 //   {"op":"eval","id":"a","js":EXPRESSION}        -> {"value":...}
 //   {"op":"click","id":"a","selector":CSS}
 //   {"op":"select","id":"a","selector":CSS,"value":V}
@@ -43,6 +44,7 @@ async function handle(c) {
       page.on("console", (m) => logs.push(m.text()));
       page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
       pages.set(c.id, { browser, page, logs });
+      if (c.init) await page.addInitScript(c.init);
       await page.goto(c.url);
       return {};
     }

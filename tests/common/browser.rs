@@ -116,8 +116,25 @@ impl Chromium {
 
     /// [`Chromium::open`] with a window of `size` (CSS pixels).
     pub async fn open_sized(&mut self, id: &str, url: &str, y4m: &Path, wav: &Path, size: (u32, u32)) {
-        let cmd =
+        self.open_with(id, url, y4m, wav, size, None).await;
+    }
+
+    /// [`Chromium::open_sized`], with `init` run in the page before its
+    /// own scripts.
+    pub async fn open_with(
+        &mut self,
+        id: &str,
+        url: &str,
+        y4m: &Path,
+        wav: &Path,
+        size: (u32, u32),
+        init: Option<&str>,
+    ) {
+        let mut cmd =
             json!({"op": "open", "id": id, "url": url, "y4m": y4m, "wav": wav, "width": size.0, "height": size.1});
+        if let Some(js) = init {
+            cmd["init"] = json!(js);
+        }
         self.must(cmd).await;
     }
 
