@@ -329,7 +329,7 @@ fn paired(_c: &mut Criterion) {
     let (cw, ch) = (1280u32, 720u32);
     let (iw, ih) = (1280usize, 720usize);
     let mut report = serde_json::Map::new();
-    for tiles in [4usize, 9, 16] {
+    for tiles in [1usize, 4, 9, 16] {
         let frames = inputs(tiles, iw, ih);
         let jobs = libyuv_jobs(&layout, tiles, (cw, ch), (iw, ih));
         let mut comp = Compositor::new(cw, ch).unwrap();

@@ -97,12 +97,12 @@ def paired():
     data = json.loads(f.read_text())
     print("| 720p inputs into a 720p canvas | ours | floor | libyuv bilinear | libyuv box | ours / bilinear | ours / box |")
     print("|---|---|---|---|---|---|---|")
-    for tiles in ["4", "9", "16"]:
+    for tiles in ["1", "4", "9", "16"]:
         d = data.get(tiles)
         if not d:
             continue
         o, fl, b, x = d["ours_ns"], d["floor_ns"], d["libyuv_bilinear_ns"], d["libyuv_box_ns"]
-        side = {"4": "2x2", "9": "3x3", "16": "4x4"}[tiles]
+        side = {"1": "1x1", "4": "2x2", "9": "3x3", "16": "4x4"}[tiles]
         print(f"| {side} | {fmt(o)} | {fmt(fl)} | {fmt(b)} | {fmt(x)} | {o / b:.2f} | {o / x:.2f} |")
 
 

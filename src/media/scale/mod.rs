@@ -6,15 +6,19 @@
 //!
 //! | path | when | what |
 //! |---|---|---|
-//! | [`ScalePath::Copy`] | same size | row copies |
+//! | [`ScalePath::Copy`] | same size | one copy of the whole plane when both are contiguous, else row copies |
 //! | [`ScalePath::Down2`] | exactly 2:1 both ways, `bilinear`/`box` | 2x2 average (AVX2 + scalar) |
+//! | [`ScalePath::Down3`] | exactly 3:1 both ways, `bilinear`/`box` | 3x3 average, one fused pass (AVX2 + scalar) |
 //! | [`ScalePath::Down4`] | exactly 4:1 both ways, `bilinear`/`box` | 4x4 average (AVX2 + scalar) |
+//! | [`ScalePath::Down6`], [`ScalePath::Down8`] | exactly 6:1 or 8:1 both ways, `bilinear`/`box` | 6x6 or 8x8 average, one fused pass (AVX2 + scalar) |
 //! | [`ScalePath::Area`] | any other downscale, `bilinear`/`box` | separable area average, vertical first, one row of scratch (AVX2) |
 //! | [`ScalePath::Bilinear`] | `bilinear` with an axis that grows | the same separable kernels: bilinear on growing axes, area on shrinking ones (AVX2) |
 //! | [`ScalePath::Fir`] | everything else (`nearest`, `box` upscales, the sharper filters) | fast_image_resize convolution, SIMD picked at run time |
 //!
 //! At exactly 2:1 a bilinear filter sampling at pixel centres *is* the 2x2
-//! box, so `Down2` is the same filter as the general path, only faster. For
+//! box, so `Down2` is the same filter as the general path, only faster;
+//! `Down3`, `Down4`, `Down6` and `Down8` are the `Area` path's exact area
+//! average at those ratios (one rounding instead of two), in one pass. For
 //! other downscales, averaging the exact area each output covers is what a
 //! bilinear filter widened to the scale factor approximates (no source
 //! pixel is skipped, unlike plain 2-tap bilinear), at a fraction of the
@@ -97,8 +101,14 @@ pub enum ScalePath {
     Copy,
     /// Exact 2:1 box.
     Down2,
+    /// Exact 3:1 box.
+    Down3,
     /// Exact 4:1 box.
     Down4,
+    /// Exact 6:1 box.
+    Down6,
+    /// Exact 8:1 box.
+    Down8,
     /// Separable area average.
     Area,
     /// Separable bilinear (an axis grows; a shrinking one is averaged).
@@ -138,7 +148,7 @@ impl Scaler {
     }
 
     /// A scaler that never takes the specialised paths (copy excepted):
-    /// the reference the tests compare `Down2`/`Down4`/`Area`/`Bilinear` against.
+    /// the reference the tests compare the box paths, `Area` and `Bilinear` against.
     pub fn reference() -> Self {
         Self { force_general: true, ..Self::default() }
     }
@@ -159,7 +169,7 @@ impl Scaler {
             return Err(ScaleError::EmptySource(sw, sh));
         }
         if (sw, sh) == (dw, dh) {
-            dst.copy_from(src);
+            copy_plane(src, dst);
             return Ok(ScalePath::Copy);
         }
         if !self.force_general && filter.averages() {
@@ -167,9 +177,21 @@ impl Scaler {
                 boxdown::down2(src, dst);
                 return Ok(ScalePath::Down2);
             }
+            if sw == 3 * dw && sh == 3 * dh {
+                boxdown::down3(src, dst);
+                return Ok(ScalePath::Down3);
+            }
             if sw == 4 * dw && sh == 4 * dh {
                 boxdown::down4(src, dst);
                 return Ok(ScalePath::Down4);
+            }
+            if sw == 6 * dw && sh == 6 * dh {
+                boxdown::down6(src, dst);
+                return Ok(ScalePath::Down6);
+            }
+            if sw == 8 * dw && sh == 8 * dh {
+                boxdown::down8(src, dst);
+                return Ok(ScalePath::Down8);
             }
             if sw >= dw && sh >= dh {
                 self.separable.scale(src, dst);
@@ -199,6 +221,19 @@ impl Scaler {
         self.scale(&src.u, &mut u, Filter::Bilinear)?;
         self.scale(&src.v, &mut v, Filter::Bilinear)?;
         Ok(())
+    }
+}
+
+/// Copies `src` into `dst` (same size): one copy when both planes' rows are
+/// back to back (a whole frame into a whole canvas), which the C library
+/// does with its bulk-copy instruction, else row by row.
+fn copy_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) {
+    let (w, h) = (src.width(), src.height());
+    let n = w * h;
+    if src.stride() == w && dst.stride() == w && src.data().len() >= n && dst.data_mut().len() >= n {
+        dst.data_mut()[..n].copy_from_slice(&src.data()[..n]);
+    } else {
+        dst.copy_from(src);
     }
 }
 

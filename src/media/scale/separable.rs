@@ -9,10 +9,16 @@
 //! is the only buffer, so the source is read once and the canvas written
 //! once.
 //!
-//! Vertical weights are 16-bit fractions applied to samples with 8
-//! fractional bits (so the SIMD kernel works 16 lanes wide); horizontal
-//! weights are 14-bit. Each output's weights sum to exactly one, so flat
-//! areas stay exactly flat.
+//! Weights are 16-bit fractions applied to samples with 8 fractional bits
+//! (`mulhi(sample << 8, fraction)`, so the SIMD kernels work 16 lanes
+//! wide): vertically always, horizontally for area tables of up to 4 taps
+//! (ratios up to 3:1). Other horizontal tables (bilinear, wider area) use
+//! 14-bit weights and exact 32-bit sums. Each output's weights sum to
+//! exactly one, so flat areas stay exactly flat.
+//!
+//! Each output row's vertical pass also prefetches the next one's source
+//! rows (see the x86 kernels): rows are short streams the hardware
+//! prefetchers find too late.
 
 use crate::media::frame::{PlaneMut, PlaneRef};
 
@@ -31,22 +37,35 @@ pub(super) struct Taps {
     pub starts: Vec<usize>,
     /// 14-bit weights (horizontal pass).
     pub weights: Vec<u16>,
-    /// 16-bit fractions of one (vertical pass). A weight of exactly one
-    /// (a 1:1 axis) is stored as 65535, off by 1/65536: invisible after rounding.
+    /// 16-bit fractions of one (the vertical pass, and the horizontal pass
+    /// of `fractional` tables). A weight of exactly one (a 1:1 axis) is
+    /// stored as 65535, off by 1/65536: invisible after rounding.
     pub fractions: Vec<u16>,
-    /// The same taps for the SIMD kernel: starts as i32, and weights padded
-    /// to 4 or 8 taps, laid out per block of 8 outputs as `simd_taps / 4`
-    /// groups of (8 outputs x 4 taps). Empty when taps > 8.
+    /// For the 14-bit kernels (tables that are not `fractional`, up to 8
+    /// taps): starts as i32, and weights padded to 4 or 8 taps, laid out
+    /// per block of 8 outputs as `simd_taps / 4` groups of (8 outputs x 4
+    /// taps). Empty otherwise.
     pub simd_starts: Vec<i32>,
     pub simd_weights: Vec<i16>,
     pub simd_taps: usize,
     /// One past the furthest sample a SIMD gather reads.
     pub simd_reach: usize,
-    /// When every 4 consecutive outputs' taps fit in 16 bytes (ratios up
-    /// to 4), shuffle masks that replace the gathers: per block and group,
+    /// For the 14-bit kernels, when every 4 consecutive outputs' taps fit
+    /// in 16 bytes (ratios up to 4), shuffle masks that replace the
+    /// gathers: per block and group,
     /// 32 indices into two 16-byte windows loaded at the block's first and
     /// fifth output's start (+4 per group). Empty otherwise.
     pub simd_shuffle: Vec<u8>,
+    /// The horizontal pass weighs with `fractions` (16-bit, each term
+    /// truncated to 1/256, as the vertical pass) rather than 14-bit
+    /// `weights` and exact sums: area tables of up to 4 taps, which the
+    /// 4-tap kernel runs. (Enlarging keeps the exact sums: two truncating
+    /// passes drift from the reference bilinear.)
+    pub fractional: bool,
+    /// The 4-tap horizontal kernel's tables, for `fractional` tables of at
+    /// least 32 outputs.
+    #[cfg(target_arch = "x86_64")]
+    pub quad: Option<super::x86::QuadTable>,
     /// An exact 2x enlargement whose inner outputs weigh their two samples
     /// 1/4 and 3/4 (checked on the table): the horizontal pass can use a
     /// kernel that needs no table at all.
@@ -147,6 +166,7 @@ impl Taps {
             push_quantized(&w, ONE, &mut self.weights);
             push_quantized(&w, 1 << 16, &mut self.fractions);
         }
+        self.fractional = taps <= 4;
         self.build_simd();
     }
 
@@ -154,11 +174,22 @@ impl Taps {
         self.simd_starts.clear();
         self.simd_weights.clear();
         self.simd_shuffle.clear();
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.quad = match self.fractional {
+                true => super::x86::QuadTable::build(&self.starts, &self.fractions, self.taps),
+                false => None,
+            };
+        }
         self.simd_taps = match self.taps {
+            _ if self.fractional => 0,
             0..=4 => 4,
             5..=8 => 8,
-            _ => return,
+            _ => 0,
         };
+        if self.simd_taps == 0 {
+            return;
+        }
         let dst = self.starts.len();
         self.simd_starts.extend(self.starts.iter().map(|&s| s.min(i32::MAX as usize) as i32));
         self.simd_reach = self.starts.iter().max().map_or(0, |&s| s + self.simd_taps);
@@ -247,7 +278,7 @@ impl SeparableScaler {
         self.row.resize(sw + 32, 0);
         let (horizontal_taps, vertical_taps) = (&self.tables[hi], &self.tables[vi]);
         let vt = vertical_taps.taps;
-        let mut rows: [&[u8]; 16] = [&[]; 16];
+        let (mut rows, mut next): ([&[u8]; 16], [&[u8]; 16]) = ([&[]; 16], [&[]; 16]);
         for y in 0..dh {
             let first = vertical_taps.starts[y];
             let weights = &vertical_taps.fractions[y * vt..(y + 1) * vt];
@@ -255,17 +286,29 @@ impl SeparableScaler {
                 for (k, r) in rows.iter_mut().take(vt).enumerate() {
                     *r = src.row(first + k);
                 }
-                vertical(&rows[..vt], weights, &mut self.row[..sw]);
+                // The next output row's source rows, to prefetch.
+                let ahead = match vertical_taps.starts.get(y + 1) {
+                    Some(&then) => {
+                        for (k, r) in next.iter_mut().take(vt).enumerate() {
+                            *r = src.row(then + k);
+                        }
+                        vt
+                    }
+                    None => 0,
+                };
+                vertical(&rows[..vt], weights, &mut self.row[..sw], &next[..ahead]);
             } else {
                 let many: Vec<&[u8]> = (0..vt).map(|k| src.row(first + k)).collect();
-                vertical(&many, weights, &mut self.row[..sw]);
+                vertical(&many, weights, &mut self.row[..sw], &[]);
             }
             horizontal(&self.row, horizontal_taps, dst.row_mut(y));
         }
     }
 }
 
-pub(super) fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) {
+/// The vertical pass of one output row; `next` are the rows of the next
+/// one (or none), prefetched on the way.
+pub(super) fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8], next: &[&[u8]]) {
     // A row between two at 1/4 and 3/4 (every inner row of a 2x
     // enlargement): `(far + 3 near + 2) / 4`, which is exactly what the
     // general formula gives for those fractions, without multiplies.
@@ -283,9 +326,12 @@ pub(super) fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) {
         }
     }
     #[cfg(target_arch = "x86_64")]
-    let done = super::x86::vertical_avx2(rows, fractions, out);
+    let done = super::x86::vertical_avx2(rows, fractions, out, next);
     #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
+    let done = {
+        let _ = next;
+        0
+    };
     vertical_generic(rows, fractions, out, done);
 }
 
@@ -295,33 +341,65 @@ pub(super) fn vertical(rows: &[&[u8]], fractions: &[u16], out: &mut [u8]) {
 /// Starts at sample `from` (the SIMD kernel did the ones before).
 pub(super) fn vertical_generic(rows: &[&[u8]], fractions: &[u16], out: &mut [u8], from: usize) {
     for (x, o) in out.iter_mut().enumerate().skip(from) {
-        let mut acc = 128u32;
-        for (row, &w) in rows.iter().zip(fractions) {
-            acc += (((row[x] as u32) << 8) * w as u32) >> 16;
-        }
-        *o = (acc >> 8).min(255) as u8;
+        *o = weigh(rows.iter().map(|r| r[x]).zip(fractions.iter().copied()));
     }
 }
 
+/// `sum mulhi(sample << 8, fraction)`, rounded to a sample: the weighted
+/// mean as the 16-bit kernels compute it (each term truncated to 1/256).
+/// Fractions summing to at most one keep it within 0..=255.
+#[inline]
+fn weigh(terms: impl Iterator<Item = (u8, u16)>) -> u8 {
+    let acc = terms.fold(128u32, |acc, (p, f)| acc + ((((p as u32) << 8) * f as u32) >> 16));
+    (acc >> 8).min(255) as u8
+}
+
 pub(super) fn horizontal(row: &[u8], taps: &Taps, out: &mut [u8]) {
+    let n = out.len().min(taps.starts.len());
+    let out = &mut out[..n];
     #[cfg(target_arch = "x86_64")]
     if taps.up2 {
-        let (src, t) = (taps.key.0, taps.taps);
+        let src = taps.key.0;
         let done = super::x86::up2_row(&row[..src.min(row.len())], out);
         if done > 0 {
             // The kernel wrote outputs 2 .. 2 + done; the edges are scalar.
-            let end = (2 + done).min(out.len());
-            horizontal_scalar(row, t, &taps.starts[..2], &taps.weights[..2 * t], &mut out[..2]);
-            horizontal_scalar(row, t, &taps.starts[end..], &taps.weights[end * t..], &mut out[end..]);
+            let end = (2 + done).min(n);
+            horizontal_range(row, taps, out, 0..2.min(n));
+            horizontal_range(row, taps, out, end..n);
             return;
         }
     }
     #[cfg(target_arch = "x86_64")]
-    let done = super::x86::horizontal_avx2(row, taps, out);
+    let done = match &taps.quad {
+        Some(quad) => super::x86::horizontal_quad(row, quad, out),
+        None => super::x86::horizontal_avx2(row, taps, out),
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
+    horizontal_range(row, taps, out, done.min(n)..n);
+}
+
+/// The scalar horizontal pass over outputs `range` of `out`, with the
+/// formula `taps`' SIMD kernels use: [`horizontal_fractions`] for
+/// `fractional` tables, [`horizontal_scalar`] (14-bit weights) otherwise.
+pub(super) fn horizontal_range(row: &[u8], taps: &Taps, out: &mut [u8], range: std::ops::Range<usize>) {
     let t = taps.taps;
-    horizontal_scalar(row, t, &taps.starts[done..], &taps.weights[done * t..], &mut out[done..]);
+    let starts = &taps.starts[range.clone()];
+    let (from, to) = (range.start * t, range.end * t);
+    if taps.fractional {
+        horizontal_fractions(row, t, starts, &taps.fractions[from..to], &mut out[range]);
+    } else {
+        horizontal_scalar(row, t, starts, &taps.weights[from..to], &mut out[range]);
+    }
+}
+
+/// `out[i] = (sum_k mulhi(row[starts[i] + k] << 8, fractions[i][k]) + 128) >> 8`:
+/// the vertical pass's formula along the row, as
+/// [`super::x86::horizontal_quad`] computes it.
+pub(super) fn horizontal_fractions(row: &[u8], taps: usize, starts: &[usize], fractions: &[u16], out: &mut [u8]) {
+    for ((o, &s), f) in out.iter_mut().zip(starts).zip(fractions.chunks_exact(taps.max(1))) {
+        *o = weigh(row[s..s + taps].iter().copied().zip(f.iter().copied()));
+    }
 }
 
 /// The scalar horizontal filter (also the tail after the SIMD blocks).
@@ -383,7 +461,7 @@ mod tests {
             let mut fast = vec![0u8; dst];
             horizontal(&row, &t, &mut fast);
             let mut slow = vec![0u8; dst];
-            horizontal_scalar(&row, t.taps, &t.starts, &t.weights, &mut slow);
+            horizontal_range(&row, &t, &mut slow, 0..dst);
             assert_eq!(fast, slow, "{src}->{dst} ({} taps)", t.taps);
         }
     }

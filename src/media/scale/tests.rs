@@ -141,7 +141,7 @@ fn bilinear_enlarging_is_the_general_paths_bilinear() {
 #[test]
 fn area_averages_exactly_the_covered_area() {
     let src = blocks(1280, 720);
-    for (dw, dh) in [(426, 240), (428, 240), (256, 144), (300, 170), (854, 480), (1000, 720), (1280, 600), (160, 90)] {
+    for (dw, dh) in [(426, 240), (428, 240), (256, 144), (300, 170), (854, 480), (1000, 720), (1280, 600), (170, 90)] {
         let (fast, path) = scale_with(&mut Scaler::new(), &src, 1280, 720, dw, dh, Filter::Bilinear);
         assert_eq!(path, ScalePath::Area, "{dw}x{dh}");
         let exact = area_by_definition(&src, 1280, 720, dw, dh);
@@ -186,7 +186,7 @@ fn simd_rows_equal_scalar_rows_at_every_width() {
 
 fn area_vertical_dispatch(rows: &[&[u8]], weights: &[u16], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    let done = x86::vertical_avx2(rows, weights, out);
+    let done = x86::vertical_avx2(rows, weights, out, &[]);
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
     separable::vertical_generic(rows, weights, out, done);
@@ -283,9 +283,291 @@ fn the_quarter_row_kernel_matches_the_general_formula() {
         for fractions in [[1u16 << 14, 3 << 14], [3 << 14, 1 << 14]] {
             let mut fast = vec![0u8; width];
             let mut slow = vec![0u8; width];
-            vertical(&[&a, &b], &fractions, &mut fast);
+            vertical(&[&a, &b], &fractions, &mut fast, &[]);
             vertical_generic(&[&a, &b], &fractions, &mut slow, 0);
             assert_eq!(fast, slow, "width {width}, fractions {fractions:?}");
         }
     }
+}
+
+/// Noise over the whole range, with runs of 0 and 255 (the kernels' sums
+/// reach their extremes there).
+fn extremes(width: usize, height: usize, seed: u32) -> Vec<u8> {
+    let mut plane = camera_like(width, height, seed);
+    for (i, p) in plane.iter_mut().enumerate() {
+        match (i / 7) % 5 {
+            0 => *p = 255,
+            1 => *p = 0,
+            _ => *p = p.wrapping_mul(97),
+        }
+    }
+    plane
+}
+
+#[test]
+fn down3_is_the_exact_area_average() {
+    // The 3x3 grid's tiles: 1278x720 -> 426x240 (luma) and 639x360 -> 213x120
+    // (chroma), and smaller or odd ones.
+    for (sw, sh) in [(1278, 720), (639, 360), (96, 9), (57, 30), (3, 3), (150, 48)] {
+        let (dw, dh) = (sw / 3, sh / 3);
+        for (name, src) in [("blocks", blocks(sw, sh)), ("extremes", extremes(sw, sh, 4))] {
+            let (fast, path) = scale_with(&mut Scaler::new(), &src, sw, sh, dw, dh, Filter::Bilinear);
+            assert_eq!(path, ScalePath::Down3, "{sw}x{sh}");
+            // An exact 3x3 mean is never halfway between two integers:
+            // rounding it once gives the definition exactly.
+            assert_eq!(fast, area_by_definition(&src, sw, sh, dw, dh), "{name} {sw}x{sh}");
+            let (general, path) = scale_with(&mut Scaler::reference(), &src, sw, sh, dw, dh, Filter::Box);
+            assert_eq!(path, ScalePath::Fir);
+            let (mean, max) = diff_stats(&fast, &general);
+            assert!(max <= 1 && mean < 0.5, "{name} {sw}x{sh}: mean {mean} max {max} against fast_image_resize's box");
+        }
+    }
+}
+
+#[test]
+fn the_divides_by_nine_and_36_are_exact_for_every_sum() {
+    for sum in 0..=9 * 255u32 {
+        assert_eq!(((sum + 4) * 7282) >> 16, (sum + 4) / 9, "sum {sum}");
+    }
+    for sum in 0..=36 * 255u32 {
+        assert_eq!((((sum + 18) >> 2) * 7282) >> 16, (sum + 18) / 36, "sum {sum}");
+    }
+}
+
+#[test]
+fn down6_and_down8_are_the_exact_area_average() {
+    // The 360p canvas's 3x3 and 4x4 grids from 720p: 1278x720 -> 213x120,
+    // 1280x720 -> 160x90 (and their chroma), and odd sizes.
+    for (n, sw, sh) in [(6, 1278, 720), (6, 636, 360), (6, 642, 48), (8, 1280, 720), (8, 640, 360), (8, 264, 16)] {
+        let (dw, dh) = (sw / n, sh / n);
+        for (name, src) in [("blocks", blocks(sw, sh)), ("extremes", extremes(sw, sh, 8))] {
+            let (fast, path) = scale_with(&mut Scaler::new(), &src, sw, sh, dw, dh, Filter::Box);
+            assert_eq!(path, if n == 6 { ScalePath::Down6 } else { ScalePath::Down8 }, "{sw}x{sh}");
+            // The n x n mean rounded half up, in integers (a 6x6 mean can
+            // be exactly halfway, where f64 rounding goes either way).
+            let exact: Vec<u8> = (0..dw * dh)
+                .map(|i| {
+                    let (x, y) = (i % dw, i / dw);
+                    let sum: usize = (0..n * n).map(|k| src[(n * y + k / n) * sw + n * x + k % n] as usize).sum();
+                    ((sum + n * n / 2) / (n * n)) as u8
+                })
+                .collect();
+            assert_eq!(fast, exact, "{name} {sw}x{sh}");
+            let (mean, max) = diff_stats(&fast, &area_by_definition(&src, sw, sh, dw, dh));
+            assert!(max <= 1 && mean < 0.05, "{name} {sw}x{sh}: mean {mean} max {max}");
+        }
+    }
+}
+
+/// Every whole-plane kernel's rows against the scalar rows, at every width
+/// from 1 to 130 (blocks, the overlapping last block, no block at all) and
+/// the grids' widths.
+#[test]
+fn box_kernels_equal_scalar_rows_at_every_width() {
+    let widths = (1..=130).chain([160, 213, 214, 320, 426, 640]);
+    for width in widths {
+        for n in [2usize, 3, 4, 6, 8] {
+            let (sw, sh) = (n * width + 1, n * 2);
+            let src = extremes(sw, sh, width as u32);
+            let plane = PlaneRef::new(&src, sw, sh, sw).unwrap();
+            let mut fast = vec![0u8; width * 2];
+            let mut dst = PlaneMut::new(&mut fast, width, 2, width).unwrap();
+            match n {
+                2 => boxdown::down2(&plane, &mut dst),
+                3 => boxdown::down3(&plane, &mut dst),
+                4 => boxdown::down4(&plane, &mut dst),
+                6 => boxdown::down6(&plane, &mut dst),
+                _ => boxdown::down8(&plane, &mut dst),
+            }
+            let mut slow = vec![0u8; width * 2];
+            for (y, out) in slow.chunks_exact_mut(width).enumerate() {
+                let rows: Vec<&[u8]> = (0..n).map(|k| plane.row(n * y + k)).collect();
+                match n {
+                    2 => boxdown::down2_row_scalar(rows[0], rows[1], out),
+                    3 => boxdown::down3_row_scalar([rows[0], rows[1], rows[2]], out),
+                    4 => boxdown::down4_row_scalar([rows[0], rows[1], rows[2], rows[3]], out),
+                    _ => boxdown::down_n_row_scalar(&rows, out),
+                }
+            }
+            assert_eq!(fast, slow, "{n}:1, width {width}");
+        }
+    }
+}
+
+/// The box paths and the area path write their tile of a canvas, and only
+/// it, from a source that is a crop of a wider picture (strides differ).
+#[test]
+fn box_and_area_paths_stay_inside_their_tile() {
+    let (pw, ph) = (1300usize, 760usize);
+    let picture = extremes(pw, ph, 11);
+    let whole = PlaneRef::new(&picture, pw, ph, pw).unwrap();
+    for (sw, sh, dw, dh, expected) in [
+        (1280, 720, 640, 360, ScalePath::Down2),
+        (1278, 720, 426, 240, ScalePath::Down3),
+        (639, 360, 213, 120, ScalePath::Down3),
+        (1280, 720, 320, 180, ScalePath::Down4),
+        (1278, 720, 213, 120, ScalePath::Down6),
+        (1280, 720, 160, 90, ScalePath::Down8),
+        (1280, 718, 428, 240, ScalePath::Area),
+        (640, 359, 214, 120, ScalePath::Area),
+    ] {
+        let src = whole.crop(9, 13, sw, sh).unwrap();
+        let (cw, ch) = (dw + 70, dh + 9);
+        let mut canvas = vec![7u8; cw * ch];
+        let mut plane = PlaneMut::new(&mut canvas, cw, ch, cw).unwrap();
+        let mut tile = plane.crop_mut(33, 5, dw, dh).unwrap();
+        let path = Scaler::new().scale(&src, &mut tile, Filter::Bilinear).unwrap();
+        assert_eq!(path, expected, "{sw}x{sh} -> {dw}x{dh}");
+        // The same scale into a packed buffer, from a packed copy.
+        let packed: Vec<u8> = (0..sh).flat_map(|y| src.row(y).to_vec()).collect();
+        let (alone, _) = scale_with(&mut Scaler::new(), &packed, sw, sh, dw, dh, Filter::Bilinear);
+        for y in 0..ch {
+            for x in 0..cw {
+                let inside = (33..33 + dw).contains(&x) && (5..5 + dh).contains(&y);
+                let v = canvas[y * cw + x];
+                if inside {
+                    assert_eq!(v, alone[(y - 5) * dw + x - 33], "{sw}x{sh} -> {dw}x{dh} at ({x},{y})");
+                } else {
+                    assert_eq!(v, 7, "{sw}x{sh} -> {dw}x{dh}: ({x},{y}) outside the tile written");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn near_thirds_average_exactly_the_covered_area() {
+    // The 3x3 grid's middle column: 1280x718 -> 428x240 and its chroma,
+    // 640x359 -> 214x120; and other ratios between 2 and 3.
+    for (sw, sh, dw, dh) in [(1280, 718, 428, 240), (640, 359, 214, 120), (1000, 600, 430, 250), (97, 61, 33, 29)] {
+        for (name, src) in [("blocks", blocks(sw, sh)), ("extremes", extremes(sw, sh, 6))] {
+            let (fast, path) = scale_with(&mut Scaler::new(), &src, sw, sh, dw, dh, Filter::Bilinear);
+            assert_eq!(path, ScalePath::Area, "{sw}x{sh}");
+            let exact = area_by_definition(&src, sw, sh, dw, dh);
+            let (mean, max) = diff_stats(&fast, &exact);
+            // Two roundings (the intermediate row, then the output).
+            assert!(max <= 1 && mean < 0.5, "{name} {sw}x{sh} -> {dw}x{dh}: mean {mean} max {max}");
+        }
+    }
+}
+
+#[test]
+fn the_4_tap_horizontal_kernel_equals_its_formula() {
+    use super::separable::{horizontal, horizontal_fractions, Taps};
+    let pairs = [
+        (1280, 428),
+        (640, 214),
+        (1278, 426),
+        (1280, 426),
+        (639, 213),
+        (1280, 1000),
+        (1280, 1280),
+        (100, 33),
+        (96, 32),
+        (97, 33),
+        (200, 67),
+        (64, 40),
+        (40, 31),
+    ];
+    for (src, dst) in pairs {
+        let t = Taps::area(src, dst);
+        assert!(t.fractional && t.taps <= 4, "{src}->{dst}: {} taps", t.taps);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(t.quad.is_some(), dst >= 32, "{src}->{dst}");
+        let mut row = extremes(src, 1, dst as u32);
+        row.resize(src + 32, 0);
+        let mut fast = vec![0u8; dst];
+        horizontal(&row, &t, &mut fast);
+        let mut slow = vec![0u8; dst];
+        horizontal_fractions(&row, t.taps, &t.starts, &t.fractions, &mut slow);
+        assert_eq!(fast, slow, "{src}->{dst}");
+    }
+}
+
+#[test]
+fn the_vertical_kernel_equals_its_formula_for_every_tap_count() {
+    use super::separable::vertical_generic;
+    for taps in 1..=11usize {
+        for width in [32usize, 33, 63, 64, 100, 1280] {
+            let src = extremes(width, taps, (taps * width) as u32);
+            let rows: Vec<&[u8]> = src.chunks_exact(width).collect();
+            // Fractions summing to one, the first and last partial.
+            let mut fractions = vec![65536 / taps as u32; taps];
+            fractions[0] += 65536 - fractions.iter().sum::<u32>();
+            let fractions: Vec<u16> = fractions.iter().map(|&f| f.min(65535) as u16).collect();
+            let mut fast = vec![0u8; width];
+            area_vertical_dispatch(&rows, &fractions, &mut fast);
+            let mut slow = vec![0u8; width];
+            vertical_generic(&rows, &fractions, &mut slow, 0);
+            assert_eq!(fast, slow, "{taps} taps, width {width}");
+        }
+    }
+}
+
+/// Profiling driver (callgrind): renders the bench's grid with
+/// `PROFILE_TILES` (1, 4, 9, 16) distinct 720p inputs, `PROFILE_ROUNDS` times.
+#[test]
+#[ignore]
+fn profile_grid_driver() {
+    use crate::layout::Layout;
+    use crate::media::compositor::{Compositor, Source};
+    use crate::media::pattern::palette;
+    use crate::media::scene::CameraScene;
+    use std::sync::Arc;
+    const GRID: &str = r#"
+[canvas]
+width = 1280
+height = 720
+[style]
+fit = "cover"
+filter = "bilinear"
+labels = false
+[[variant]]
+participants = "1-3"
+grid = { columns = 1, rows = 1 }
+[[variant]]
+participants = "4-8"
+grid = { columns = 2, rows = 2 }
+[[variant]]
+participants = "9-15"
+grid = { columns = 3, rows = 3 }
+[[variant]]
+participants = 16
+grid = { columns = 4, rows = 4 }
+"#;
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (tiles, rounds) = (env("PROFILE_TILES", 9), env("PROFILE_ROUNDS", 3));
+    let (iw, ih) = (env("PROFILE_IW", 1280), env("PROFILE_IH", 720));
+    let (cw, ch) = (env("PROFILE_CW", 1280) as u32, env("PROFILE_CH", 720) as u32);
+    let layout = Arc::new(Layout::parse(GRID, "grid.toml").unwrap());
+    let frames: Vec<_> = (0..tiles)
+        .map(|i| {
+            let mut s = CameraScene::new(iw, ih, palette(i), &format!("input {i}")).unwrap();
+            s.render(i as u64 * 137, i as u32);
+            s.frame().clone()
+        })
+        .collect();
+    let mut comp = Compositor::new(cw, ch).unwrap();
+    for generation in 0..=rounds as u64 {
+        let sources: Vec<Source<'_>> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Source { id: i as u64, name: "p", frame: Some(f.as_frame()), generation })
+            .collect();
+        if generation == 0 {
+            comp.render(&layout, &sources, None);
+        } else {
+            profile_render(&mut comp, &layout, &sources);
+        }
+    }
+    eprintln!("paths {:?}", comp.last_paths());
+}
+
+#[inline(never)]
+fn profile_render(
+    comp: &mut crate::media::compositor::Compositor,
+    layout: &std::sync::Arc<crate::layout::Layout>,
+    sources: &[crate::media::compositor::Source<'_>],
+) {
+    std::hint::black_box(comp.render(layout, sources, None));
 }
