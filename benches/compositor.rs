@@ -311,13 +311,40 @@ fn upscale(c: &mut Criterion) {
     group.finish();
 }
 
-/// Ours, the floor and libyuv (bilinear, box) on 720p inputs into a 720p
-/// canvas, run in turns so the machine's drift hits all alike: medians of
+/// The name filter criterion was given: the first argument that is
+/// neither a flag nor the value of one (`--measurement-time 3`).
+fn name_filter() -> Option<String> {
+    const SWITCHES: &[&str] = &[
+        "--bench",
+        "--test",
+        "--list",
+        "--noplot",
+        "--quick",
+        "--exact",
+        "--ignored",
+        "--verbose",
+        "--quiet",
+        "--discard-baseline",
+        "--nocapture",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if !a.starts_with('-') {
+            return Some(a);
+        }
+        if a.starts_with("--") && !a.contains('=') && !SWITCHES.contains(&a.as_str()) {
+            args.next();
+        }
+    }
+    None
+}
+
+/// Ours, the floor and libyuv (bilinear, box) on every grid of the
+/// `render` group (720p and 360p inputs, 720p and 360p canvases), run in turns so the machine's drift hits all alike: medians of
 /// 60 rounds and the ratios between them.
 fn paired(_c: &mut Criterion) {
     // Criterion's name filter does not reach this group: honour it here.
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    if filter.is_some_and(|f| !"paired".contains(f.as_str()) && !f.contains("paired")) {
+    if name_filter().is_some_and(|f| !"paired".contains(f.as_str()) && !f.contains("paired")) {
         return;
     }
     let layout = Arc::new(Layout::parse(GRID, "bench-grid.toml").unwrap());
@@ -326,10 +353,12 @@ fn paired(_c: &mut Criterion) {
         return;
     };
     let names: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
-    let (cw, ch) = (1280u32, 720u32);
-    let (iw, ih) = (1280usize, 720usize);
     let mut report = serde_json::Map::new();
-    for tiles in [1usize, 4, 9, 16] {
+    let cases = [(1280u32, 720u32), (640, 360)]
+        .into_iter()
+        .flat_map(|canvas| [(1280usize, 720usize), (640, 360)].map(|input| (canvas, input)))
+        .flat_map(|pair| [1usize, 4, 9, 16].map(|tiles| (pair, tiles)));
+    for (((cw, ch), (iw, ih)), tiles) in cases {
         let frames = inputs(tiles, iw, ih);
         let jobs = libyuv_jobs(&layout, tiles, (cw, ch), (iw, ih));
         let mut comp = Compositor::new(cw, ch).unwrap();
@@ -376,11 +405,11 @@ fn paired(_c: &mut Criterion) {
         };
         let [ours, fl, bil, bx] = times.each_mut().map(median);
         eprintln!(
-            "paired {tiles} x 720p -> 720p: ours {:.0} µs, floor {:.0} µs, libyuv bilinear {:.0} µs, box {:.0} µs; ours/bilinear {:.2}, ours/box {:.2}",
+            "paired {tiles} x {iw}x{ih} -> {cw}x{ch}: ours {:.0} µs, floor {:.0} µs, libyuv bilinear {:.0} µs, box {:.0} µs; ours/bilinear {:.2}, ours/box {:.2}",
             ours * 1e6, fl * 1e6, bil * 1e6, bx * 1e6, ours / bil, ours / bx
         );
         report.insert(
-            tiles.to_string(),
+            format!("{cw}x{ch}/{iw}x{ih}/{tiles}"),
             serde_json::json!({"ours_ns": ours * 1e9, "floor_ns": fl * 1e9, "libyuv_bilinear_ns": bil * 1e9, "libyuv_box_ns": bx * 1e9}),
         );
     }

@@ -61,10 +61,11 @@ def paths(canvas, inp, tiles):
     tw, th = cw // side, ch // side
     if (tw, th) == (iw, ih):
         return "copy"
-    if (iw, ih) == (2 * tw, 2 * th):
-        return "down2"
-    if (iw, ih) == (4 * tw, 4 * th):
-        return "down4"
+    # `cover` crops the source to the tile's shape, so a 426x240 tile of a
+    # 1280x720 picture reads 1278x720: exactly 3:1.
+    for k in [2, 3, 4, 6, 8]:
+        if (ih == k * th and 0 <= iw - k * tw < k) or (iw == k * tw and 0 <= ih - k * th < k):
+            return f"down{k}"
     if iw >= tw and ih >= th:
         return "area"
     return "bilinear (upscale)"
@@ -95,15 +96,16 @@ def paired():
         print("(no paired run: cargo bench --bench compositor -- paired)")
         return
     data = json.loads(f.read_text())
-    print("| 720p inputs into a 720p canvas | ours | floor | libyuv bilinear | libyuv box | ours / bilinear | ours / box |")
-    print("|---|---|---|---|---|---|---|")
-    for tiles in ["1", "4", "9", "16"]:
-        d = data.get(tiles)
-        if not d:
-            continue
-        o, fl, b, x = d["ours_ns"], d["floor_ns"], d["libyuv_bilinear_ns"], d["libyuv_box_ns"]
-        side = {"1": "1x1", "4": "2x2", "9": "3x3", "16": "4x4"}[tiles]
-        print(f"| {side} | {fmt(o)} | {fmt(fl)} | {fmt(b)} | {fmt(x)} | {o / b:.2f} | {o / x:.2f} |")
+    print("| canvas | inputs | path | ours | floor | libyuv bilinear | libyuv box | ours / bilinear | ours / box |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for canvas in ["1280x720", "640x360"]:
+        for inp in ["1280x720", "640x360"]:
+            for tiles in [1, 4, 9, 16]:
+                d = data.get(f"{canvas}/{inp}/{tiles}")
+                if not d:
+                    continue
+                o, fl, b, x = d["ours_ns"], d["floor_ns"], d["libyuv_bilinear_ns"], d["libyuv_box_ns"]
+                print(f"| {canvas} | {tiles} x {inp} | {paths(canvas, inp, tiles)} | {fmt(o)} | {fmt(fl)} | {fmt(b)} | {fmt(x)} | {o / b:.2f} | {o / x:.2f} |")
 
 
 def upscale():
