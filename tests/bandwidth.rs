@@ -7,6 +7,8 @@
 //! (GCC) and with receiver reports only; and a cap that falls mid-call.
 //!
 //! The same with Chromium as the capped member, behind the same relay.
+//! An ignored sweep (`link_use_by_cap_and_feedback`) prints how much of
+//! links of 250 kbps to 1.2 Mbps the member's downstream uses, for notes.
 //!
 //! Measured on two shared cores (debug test build): frozen 0-1.1 s in
 //! 25 s, back at 80 % in 8-12 s, longest gap 0.7-1.2 s when the cap
@@ -399,5 +401,72 @@ async fn a_capped_chromium_page_gets_what_its_link_carries() {
     browser.quit().await;
     for c in [a, b] {
         c.leave().await;
+    }
+}
+
+/// Not a check but a sweep whose output goes in notes: how much of a
+/// capped link the member's downstream uses, by cap and by the feedback
+/// its receiver sends. Per cap: a fresh room of three camera-like
+/// senders, 12 s to settle, then 20 s measured at the bottleneck (every
+/// byte it forwarded to the member: video, audio, RTCP, SRTP overhead)
+/// and at the member (video received, time frozen).
+///
+/// `cargo test --test bandwidth -- --ignored --nocapture link_use`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a sweep for notes, about 5 minutes"]
+async fn link_use_by_cap_and_feedback() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let server = Server::start_with_layouts(&[], layouts_720p());
+    println!("| feedback | cap | link used | video received | frozen per minute | lost at the bottleneck |");
+    println!("|---|---|---|---|---|---|");
+    for (run, (twcc, bps)) in
+        [true, false].into_iter().flat_map(|t| [250_000u64, 500_000, 800_000, 1_200_000].map(|b| (t, b))).enumerate()
+    {
+        let room = format!("sweep{run}");
+        let member = |peer: &str, i: usize| {
+            let mut o = server.client(&room, peer, i);
+            o.send.video = VideoSource::Scene(palette(i));
+            o
+        };
+        let a = join(ClientOptions { decode: false, ..member("a", 0) }).await;
+        let b = join(ClientOptions { decode: false, ..member("b", 1) }).await;
+        let relay = LossyRelay::capped(Some(Cap { bps, queue: Duration::from_millis(100) }));
+        let mut o = member("c", 2);
+        let r = relay.clone();
+        o.relay = Some(CandidateMap(Arc::new(move |addr| Some(r.route(addr)))));
+        o.peer_options.twcc = twcc;
+        let c = join(o).await;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let s = &relay.stats;
+        let read = || {
+            (
+                s.down_bytes.load(Ordering::Relaxed),
+                s.down_forwarded.load(Ordering::Relaxed),
+                s.down_dropped.load(Ordering::Relaxed),
+                c.stats(),
+            )
+        };
+        let (bytes0, fwd0, drop0, c0) = read();
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let (bytes1, fwd1, drop1, c1) = read();
+        let secs = t0.elapsed().as_secs_f64();
+        let used = (bytes1 - bytes0) as f64 * 8.0 / secs;
+        let video = (c1.video_bytes - c0.video_bytes) as f64 * 8.0 / secs;
+        let frozen = c1.frozen.saturating_sub(c0.frozen).as_secs_f64() * 60.0 / secs;
+        let lost = (drop1 - drop0) as f64 / ((drop1 - drop0) + (fwd1 - fwd0)).max(1) as f64;
+        println!(
+            "| {} | {} kbps | {:.0} kbps ({:.0} %) | {:.0} kbps | {:.2} s | {:.2} % |",
+            if twcc { "transport-wide" } else { "receiver reports" },
+            bps / 1000,
+            used / 1000.0,
+            used / bps as f64 * 100.0,
+            video / 1000.0,
+            frozen,
+            lost * 100.0
+        );
+        for c in [a, b, c] {
+            c.leave().await;
+        }
     }
 }

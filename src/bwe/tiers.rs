@@ -59,7 +59,7 @@ const FULL_SIZE_AT: f64 = 0.3;
 const RATE_STEP: f64 = 0.03;
 /// Share of the estimate video may take (the rest: packet headers, RTCP,
 /// retransmissions, and room for the estimate to be wrong).
-const VIDEO_SHARE: f64 = 0.85;
+const VIDEO_SHARE: f64 = 0.92;
 /// What audio costs on the wire beyond its bitrate: IP, UDP and RTP
 /// headers on 50 packets a second.
 const AUDIO_OVERHEAD: u32 = 24_000;
@@ -432,10 +432,10 @@ mod tests {
     fn the_shape_lowers_frame_rate_then_size_with_hysteresis() {
         let full = Shape::for_rate(&VIEW, 1_500_000, None);
         assert_eq!((full.width, full.height, full.fps), (1280, 720, 30));
-        // 400 kbps link: about 290 kbps of video, under a quarter... no:
-        // just above it; 360 kbps of video is a quarter.
+        // 400 kbps link: about 315 kbps of video, under a quarter of the
+        // view's rate (375 kbps): half the size and half the frame rate.
         let capped = Shape::for_rate(&VIEW, affordable(400_000, VIEW.audio), None);
-        assert!(capped.bitrate > 240_000 && capped.bitrate < 300_000, "{capped:?}");
+        assert!(capped.bitrate > 240_000 && capped.bitrate < 330_000, "{capped:?}");
         assert_eq!((capped.width, capped.fps), (640, 15));
         let half = Shape::for_rate(&VIEW, 600_000, None);
         assert_eq!((half.width, half.fps), (1280, 15));
