@@ -173,25 +173,8 @@ impl Scaler {
             return Ok(ScalePath::Copy);
         }
         if !self.force_general && filter.averages() {
-            if sw == 2 * dw && sh == 2 * dh {
-                boxdown::down2(src, dst);
-                return Ok(ScalePath::Down2);
-            }
-            if sw == 3 * dw && sh == 3 * dh {
-                boxdown::down3(src, dst);
-                return Ok(ScalePath::Down3);
-            }
-            if sw == 4 * dw && sh == 4 * dh {
-                boxdown::down4(src, dst);
-                return Ok(ScalePath::Down4);
-            }
-            if sw == 6 * dw && sh == 6 * dh {
-                boxdown::down6(src, dst);
-                return Ok(ScalePath::Down6);
-            }
-            if sw == 8 * dw && sh == 8 * dh {
-                boxdown::down8(src, dst);
-                return Ok(ScalePath::Down8);
+            if let Some(path) = boxdown::exact(src, dst) {
+                return Ok(path);
             }
             if sw >= dw && sh >= dh {
                 self.separable.scale(src, dst);

@@ -163,16 +163,16 @@ fn simd_rows_equal_scalar_rows_at_every_width() {
 
         let mut fast = vec![0u8; width * 2];
         let mut dst = PlaneMut::new(&mut fast, width * 2, 1, width * 2).unwrap();
-        boxdown::down2(&PlaneRef::new(&src[..width * 4 * 2], width * 4, 2, width * 4).unwrap(), &mut dst);
+        boxdown::down::<2>(&PlaneRef::new(&src[..width * 4 * 2], width * 4, 2, width * 4).unwrap(), &mut dst);
         let mut slow = vec![0u8; width * 2];
-        boxdown::down2_row_scalar(rows[0], rows[1], &mut slow);
+        boxdown::row_scalar(&rows[..2], &mut slow);
         assert_eq!(fast, slow, "down2 width {width}");
 
         let mut fast = vec![0u8; width];
         let mut dst = PlaneMut::new(&mut fast, width, 1, width).unwrap();
-        boxdown::down4(&PlaneRef::new(&src, width * 4, 4, width * 4).unwrap(), &mut dst);
+        boxdown::down::<4>(&PlaneRef::new(&src, width * 4, 4, width * 4).unwrap(), &mut dst);
         let mut slow = vec![0u8; width];
-        boxdown::down4_row_scalar([rows[0], rows[1], rows[2], rows[3]], &mut slow);
+        boxdown::row_scalar(&rows[..4], &mut slow);
         assert_eq!(fast, slow, "down4 width {width}");
 
         let weights = [20000u16, 25536, 20000];
@@ -373,21 +373,16 @@ fn box_kernels_equal_scalar_rows_at_every_width() {
             let mut fast = vec![0u8; width * 2];
             let mut dst = PlaneMut::new(&mut fast, width, 2, width).unwrap();
             match n {
-                2 => boxdown::down2(&plane, &mut dst),
-                3 => boxdown::down3(&plane, &mut dst),
-                4 => boxdown::down4(&plane, &mut dst),
-                6 => boxdown::down6(&plane, &mut dst),
-                _ => boxdown::down8(&plane, &mut dst),
+                2 => boxdown::down::<2>(&plane, &mut dst),
+                3 => boxdown::down::<3>(&plane, &mut dst),
+                4 => boxdown::down::<4>(&plane, &mut dst),
+                6 => boxdown::down::<6>(&plane, &mut dst),
+                _ => boxdown::down::<8>(&plane, &mut dst),
             }
             let mut slow = vec![0u8; width * 2];
             for (y, out) in slow.chunks_exact_mut(width).enumerate() {
                 let rows: Vec<&[u8]> = (0..n).map(|k| plane.row(n * y + k)).collect();
-                match n {
-                    2 => boxdown::down2_row_scalar(rows[0], rows[1], out),
-                    3 => boxdown::down3_row_scalar([rows[0], rows[1], rows[2]], out),
-                    4 => boxdown::down4_row_scalar([rows[0], rows[1], rows[2], rows[3]], out),
-                    _ => boxdown::down_n_row_scalar(&rows, out),
-                }
+                boxdown::row_scalar(&rows, out);
             }
             assert_eq!(fast, slow, "{n}:1, width {width}");
         }
@@ -502,72 +497,4 @@ fn the_vertical_kernel_equals_its_formula_for_every_tap_count() {
             assert_eq!(fast, slow, "{taps} taps, width {width}");
         }
     }
-}
-
-/// Profiling driver (callgrind): renders the bench's grid with
-/// `PROFILE_TILES` (1, 4, 9, 16) distinct 720p inputs, `PROFILE_ROUNDS` times.
-#[test]
-#[ignore]
-fn profile_grid_driver() {
-    use crate::layout::Layout;
-    use crate::media::compositor::{Compositor, Source};
-    use crate::media::pattern::palette;
-    use crate::media::scene::CameraScene;
-    use std::sync::Arc;
-    const GRID: &str = r#"
-[canvas]
-width = 1280
-height = 720
-[style]
-fit = "cover"
-filter = "bilinear"
-labels = false
-[[variant]]
-participants = "1-3"
-grid = { columns = 1, rows = 1 }
-[[variant]]
-participants = "4-8"
-grid = { columns = 2, rows = 2 }
-[[variant]]
-participants = "9-15"
-grid = { columns = 3, rows = 3 }
-[[variant]]
-participants = 16
-grid = { columns = 4, rows = 4 }
-"#;
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (tiles, rounds) = (env("PROFILE_TILES", 9), env("PROFILE_ROUNDS", 3));
-    let (iw, ih) = (env("PROFILE_IW", 1280), env("PROFILE_IH", 720));
-    let (cw, ch) = (env("PROFILE_CW", 1280) as u32, env("PROFILE_CH", 720) as u32);
-    let layout = Arc::new(Layout::parse(GRID, "grid.toml").unwrap());
-    let frames: Vec<_> = (0..tiles)
-        .map(|i| {
-            let mut s = CameraScene::new(iw, ih, palette(i), &format!("input {i}")).unwrap();
-            s.render(i as u64 * 137, i as u32);
-            s.frame().clone()
-        })
-        .collect();
-    let mut comp = Compositor::new(cw, ch).unwrap();
-    for generation in 0..=rounds as u64 {
-        let sources: Vec<Source<'_>> = frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Source { id: i as u64, name: "p", frame: Some(f.as_frame()), generation })
-            .collect();
-        if generation == 0 {
-            comp.render(&layout, &sources, None);
-        } else {
-            profile_render(&mut comp, &layout, &sources);
-        }
-    }
-    eprintln!("paths {:?}", comp.last_paths());
-}
-
-#[inline(never)]
-fn profile_render(
-    comp: &mut crate::media::compositor::Compositor,
-    layout: &std::sync::Arc<crate::layout::Layout>,
-    sources: &[crate::media::compositor::Source<'_>],
-) {
-    std::hint::black_box(comp.render(layout, sources, None));
 }

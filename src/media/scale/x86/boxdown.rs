@@ -3,11 +3,26 @@
 use super::{destination_rows, has_avx2, mulhi_epu16, prefetch, source_rows, Rows, PREFETCH_ROWS};
 use crate::media::frame::{PlaneMut, PlaneRef};
 use std::arch::x86_64::*;
+
+/// The exact `N`:1 box of `src` into all of `dst` by the kernel for `N`.
+/// Returns how many samples of each row it wrote: all, or none (no kernel
+/// for `N`, a row narrower than one block, a source too small, no AVX2).
+pub(in crate::media::scale) fn box_plane<const N: usize>(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
+    match N {
+        2 => down2_plane(src, dst),
+        3 => down3_plane(src, dst),
+        4 => down4_plane(src, dst),
+        6 => down6_plane(src, dst),
+        8 => down8_plane(src, dst),
+        _ => 0,
+    }
+}
+
 /// 2x2 box of `src` into all of `dst`: each output is `(a + b + c + d + 2) / 4`
 /// over its 2x2 block. Returns how many samples of each row it wrote: all of
 /// them, or none (a row narrower than one block of 32, a source smaller than
 /// twice the destination, or no AVX2).
-pub(in crate::media::scale) fn down2_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
+fn down2_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
     let (w, h) = (dst.width(), dst.height());
     if w < 32 || h == 0 || !has_avx2() {
         return 0;
@@ -80,7 +95,7 @@ unsafe fn down2_block(r0: *const u8, r1: *const u8, out: *mut u8, x: usize) {
 /// 4x4 box of `src` into all of `dst`: each output is `(sum + 8) / 16` over
 /// its 4x4 block. Returns how many samples of each row it wrote: all, or
 /// none (a row narrower than one block of 16, a source too small, no AVX2).
-pub(in crate::media::scale) fn down4_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
+fn down4_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
     let (w, h) = (dst.width(), dst.height());
     if w < 16 || h == 0 || !has_avx2() {
         return 0;
@@ -155,12 +170,24 @@ unsafe fn down4_block<const C: usize>(rows: [*const u8; 4], out: *mut u8, x: usi
     let quads = |c: usize| _mm256_srli_epi16::<4>(_mm256_add_epi16(_mm256_hadd_epi16(sums[c], sums[c + 1]), eight));
     let q01 = quads(0);
     let q23 = if C == 4 { quads(2) } else { q01 };
-    // Bytes as 4-output dwords [0, 2, 4, 6 | 1, 3, 5, 7]: put them in order.
-    let bytes = _mm256_packus_epi16(q01, q23);
-    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     // SAFETY: 8 C writable bytes at `out`.
+    unsafe { store_in_order(q01, q23, out, C == 4) };
+}
+
+/// Packs two vectors of 16-bit outputs to bytes and stores them at `out`,
+/// all 32 when `wide`, else the first 16. Packed, their 4-output dwords
+/// run [0, 2, 4, 6 | 1, 3, 5, 7]; they are put in order first.
+///
+/// # Safety
+/// AVX2 must be available; `out` writable for 32 bytes when `wide`, else 16.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_in_order(lo: __m256i, hi: __m256i, out: *mut u8, wide: bool) {
+    let bytes = _mm256_packus_epi16(lo, hi);
+    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: the caller's bounds.
     unsafe {
-        if C == 4 {
+        if wide {
             _mm256_storeu_si256(out as *mut __m256i, ordered);
         } else {
             _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(ordered));
@@ -172,7 +199,7 @@ unsafe fn down4_block<const C: usize>(rows: [*const u8; 4], out: *mut u8, x: usi
 /// `(sum + 4) / 9` over its 3x3 block (the exact area average, rounded).
 /// Returns how many samples of each row it wrote: all, or none (a row
 /// narrower than one block of 16, a source too small, no AVX2).
-pub(in crate::media::scale) fn down3_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
+fn down3_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
     let (w, h) = (dst.width(), dst.height());
     if w < 16 || h == 0 || !has_avx2() {
         return 0;
@@ -292,24 +319,15 @@ unsafe fn down3_block<const INNER: bool, const B: usize>(rows: [*const u8; 3], m
     };
     let q01 = ninths(sums[0], sums[1]);
     let q23 = if B == 4 { ninths(sums[2], sums[3]) } else { q01 };
-    // As bytes, 4-output dwords [0, 2, 4, 6 | 1, 3, 5, 7]: in order.
-    let bytes = _mm256_packus_epi16(q01, q23);
-    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     // SAFETY: 8 B writable bytes at `out`.
-    unsafe {
-        if B == 4 {
-            _mm256_storeu_si256(out as *mut __m256i, ordered);
-        } else {
-            _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(ordered));
-        }
-    }
+    unsafe { store_in_order(q01, q23, out, B == 4) };
 }
 
 /// Exact 6:1 box of `src` into all of `dst`: each output is
 /// `(sum + 18) / 36` over its 6x6 block. Returns how many samples of each
 /// row it wrote: all, or none (a row narrower than one block of 32, a
 /// source too small, no AVX2).
-pub(in crate::media::scale) fn down6_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
+fn down6_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
     let (w, h) = (dst.width(), dst.height());
     if w < 32 || h == 0 || !has_avx2() {
         return 0;
@@ -437,7 +455,7 @@ unsafe fn down6_block<const INNER: bool>(rows: [*const u8; 6], mask: __m256i, ou
 /// `(sum + 32) / 64` over its 8x8 block. Returns how many samples of each
 /// row it wrote: all, or none (a row narrower than one block of 32, a
 /// source too small, no AVX2).
-pub(in crate::media::scale) fn down8_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
+fn down8_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) -> usize {
     let (w, h) = (dst.width(), dst.height());
     if w < 32 || h == 0 || !has_avx2() {
         return 0;

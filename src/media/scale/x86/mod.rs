@@ -16,7 +16,7 @@
 mod boxdown;
 mod separable;
 
-pub(super) use boxdown::{down2_plane, down3_plane, down4_plane, down6_plane, down8_plane};
+pub(super) use boxdown::box_plane;
 pub(super) use separable::{horizontal_avx2, horizontal_quad, quarter_row, up2_row, vertical_avx2, QuadTable};
 
 use crate::media::frame::{PlaneMut, PlaneRef};

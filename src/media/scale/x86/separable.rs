@@ -403,9 +403,6 @@ unsafe fn horizontal_avx2_inner(
     out: *mut u8,
     blocks: usize,
 ) {
-    let half = _mm256_set1_epi32(HALF);
-    // hadd leaves outputs as [0 1 4 5 | 2 3 6 7]; this puts them in order.
-    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     for b in 0..blocks {
         // SAFETY (whole block): indices are within the bounds the caller guarantees.
         unsafe {
@@ -424,11 +421,7 @@ unsafe fn horizontal_avx2_inner(
                 lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px_lo, w_lo));
                 hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px_hi, w_hi));
             }
-            let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
-            let shifted = _mm256_srli_epi32::<14>(_mm256_add_epi32(sums, half));
-            let words = _mm_packus_epi32(_mm256_castsi256_si128(shifted), _mm256_extracti128_si256::<1>(shifted));
-            let bytes = _mm_packus_epi16(words, words);
-            _mm_storel_epi64(out.add(b * 8) as *mut __m128i, bytes);
+            store_taps8(lo, hi, out.add(b * 8));
         }
     }
 }
@@ -452,8 +445,6 @@ unsafe fn horizontal_shuffle(
     out: *mut u8,
     blocks: usize,
 ) {
-    let half = _mm256_set1_epi32(HALF);
-    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     for b in 0..blocks {
         let (w0, w1) = (starts[b * 8], starts[b * 8 + 4]);
         // SAFETY (whole block): reads and writes within the caller's bounds.
@@ -472,13 +463,28 @@ unsafe fn horizontal_shuffle(
                 lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px_lo, _mm256_loadu_si256(w as *const __m256i)));
                 hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px_hi, _mm256_loadu_si256(w.add(16) as *const __m256i)));
             }
-            let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
-            let shifted = _mm256_srli_epi32::<14>(_mm256_add_epi32(sums, half));
-            let words = _mm_packus_epi32(_mm256_castsi256_si128(shifted), _mm256_extracti128_si256::<1>(shifted));
-            let bytes = _mm_packus_epi16(words, words);
-            _mm_storel_epi64(out.add(b * 8) as *mut __m128i, bytes);
+            store_taps8(lo, hi, out.add(b * 8));
         }
     }
 }
 
 const HALF: i32 = 1 << 13;
+
+/// Ends a block of 8 outputs of the 14-bit kernels: `lo` and `hi` hold
+/// each output's pair sums (outputs 0-3 and 4-7, two i32 per output);
+/// adds them, rounds off the 14 fraction bits and stores 8 bytes at `out`.
+///
+/// # Safety
+/// AVX2 must be available; `out` writable for 8 bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_taps8(lo: __m256i, hi: __m256i, out: *mut u8) {
+    // hadd leaves outputs as [0 1 4 5 | 2 3 6 7]; this puts them in order.
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
+    let shifted = _mm256_srli_epi32::<14>(_mm256_add_epi32(sums, _mm256_set1_epi32(HALF)));
+    let words = _mm_packus_epi32(_mm256_castsi256_si128(shifted), _mm256_extracti128_si256::<1>(shifted));
+    let bytes = _mm_packus_epi16(words, words);
+    // SAFETY: 8 writable bytes at `out`.
+    unsafe { _mm_storel_epi64(out as *mut __m128i, bytes) };
+}
