@@ -169,7 +169,7 @@ impl Scaler {
             return Err(ScaleError::EmptySource(sw, sh));
         }
         if (sw, sh) == (dw, dh) {
-            copy_plane(src, dst);
+            dst.copy_from(src);
             return Ok(ScalePath::Copy);
         }
         if !self.force_general && filter.averages() {
@@ -204,19 +204,6 @@ impl Scaler {
         self.scale(&src.u, &mut u, Filter::Bilinear)?;
         self.scale(&src.v, &mut v, Filter::Bilinear)?;
         Ok(())
-    }
-}
-
-/// Copies `src` into `dst` (same size): one copy when both planes' rows are
-/// back to back (a whole frame into a whole canvas), which the C library
-/// does with its bulk-copy instruction, else row by row.
-fn copy_plane(src: &PlaneRef<'_>, dst: &mut PlaneMut<'_>) {
-    let (w, h) = (src.width(), src.height());
-    let n = w * h;
-    if src.stride() == w && dst.stride() == w && src.data().len() >= n && dst.data_mut().len() >= n {
-        dst.data_mut()[..n].copy_from_slice(&src.data()[..n]);
-    } else {
-        dst.copy_from(src);
     }
 }
 
