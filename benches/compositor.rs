@@ -340,8 +340,9 @@ fn name_filter() -> Option<String> {
 }
 
 /// Ours, the floor and libyuv (bilinear, box) on every grid of the
-/// `render` group (720p and 360p inputs, 720p and 360p canvases), run in turns so the machine's drift hits all alike: medians of
-/// 60 rounds and the ratios between them.
+/// `render` group (720p and 360p inputs, 720p and 360p canvases), run in
+/// turns so the machine's drift hits all alike: medians of 60 rounds and
+/// the ratios between them.
 fn paired(_c: &mut Criterion) {
     // Criterion's name filter does not reach this group: honour it here.
     if name_filter().is_some_and(|f| !"paired".contains(f.as_str()) && !f.contains("paired")) {

@@ -42,10 +42,27 @@ fn layouts_720p() -> PathBuf {
 }
 
 /// A camera-like sender at 320x240, 15 fps.
-fn sender(server: &Server, peer: &str, i: usize) -> ClientOptions {
-    let mut o = server.client("bw", peer, i);
+fn sender(server: &Server, room: &str, peer: &str, i: usize) -> ClientOptions {
+    let mut o = server.client(room, peer, i);
     o.send.video = VideoSource::Scene(palette(i));
     o
+}
+
+/// A room of three camera-like senders, a and b on open links (counting
+/// bytes, not decoding) and c behind a bottleneck of `cap`, with or
+/// without transport-wide feedback.
+async fn room_with_capped_member(server: &Server, room: &str, cap: Cap, twcc: bool) -> ([Client; 3], Arc<LossyRelay>) {
+    // The unlimited members only count bytes: three 720p decoders on
+    // two shared cores would measure the machine, not the links.
+    let a = join(ClientOptions { decode: false, ..sender(server, room, "a", 0) }).await;
+    let b = join(ClientOptions { decode: false, ..sender(server, room, "b", 1) }).await;
+    let relay = LossyRelay::capped(Some(cap));
+    let mut o = sender(server, room, "c", 2);
+    let r = relay.clone();
+    o.relay = Some(CandidateMap(Arc::new(move |addr| Some(r.route(addr)))));
+    o.peer_options.twcc = twcc;
+    let c = join(o).await;
+    ([a, b, c], relay)
 }
 
 /// Video rate (bits/s) each client received over the last `window`,
@@ -69,16 +86,7 @@ impl Meter {
 async fn capped_member_follows_its_link(twcc: bool) {
     let _one_at_a_time = SERIAL.lock().await;
     let server = Server::start_with_layouts(&[], layouts_720p());
-    // The unlimited members only count bytes: three 720p decoders on
-    // two shared cores would measure the machine, not the links.
-    let a = join(ClientOptions { decode: false, ..sender(&server, "a", 0) }).await;
-    let b = join(ClientOptions { decode: false, ..sender(&server, "b", 1) }).await;
-    let relay = LossyRelay::capped(Some(CAP));
-    let mut o = sender(&server, "c", 2);
-    let r = relay.clone();
-    o.relay = Some(CandidateMap(Arc::new(move |addr| Some(r.route(addr)))));
-    o.peer_options.twcc = twcc;
-    let c = join(o).await;
+    let ([a, b, c], relay) = room_with_capped_member(&server, "bw", CAP, twcc).await;
     let clients = [&a, &b, &c];
     let kind = if twcc { "transport-wide feedback" } else { "receiver reports only" };
 
@@ -192,13 +200,8 @@ async fn a_capped_member_that_sends_only_receiver_reports_gets_what_its_link_car
 async fn a_link_that_drops_from_2_mbps_to_300_kbps_mid_call_is_followed_within_seconds() {
     let _one_at_a_time = SERIAL.lock().await;
     let server = Server::start_with_layouts(&[], layouts_720p());
-    let a = join(ClientOptions { decode: false, ..sender(&server, "a", 0) }).await;
-    let b = join(ClientOptions { decode: false, ..sender(&server, "b", 1) }).await;
-    let relay = LossyRelay::capped(Some(Cap { bps: 2_000_000, queue: Duration::from_millis(100) }));
-    let mut o = sender(&server, "c", 2);
-    let r = relay.clone();
-    o.relay = Some(CandidateMap(Arc::new(move |addr| Some(r.route(addr)))));
-    let c = join(o).await;
+    let cap = Cap { bps: 2_000_000, queue: Duration::from_millis(100) };
+    let ([a, b, c], relay) = room_with_capped_member(&server, "bw", cap, true).await;
     eventually(Duration::from_secs(30), "c at the full rate", || {
         (c.stats().frames > 60).then_some(()).ok_or("not yet".to_string())
     })
@@ -293,8 +296,8 @@ async fn a_capped_chromium_page_gets_what_its_link_carries() {
     let ports = (first, first + 11);
     let range = format!("{}-{}", ports.0, ports.1);
     let server = Server::start_with_layouts(&["--udp-ports", &range], layouts_720p());
-    let a = join(ClientOptions { decode: false, ..sender(&server, "a", 0) }).await;
-    let b = join(ClientOptions { decode: false, ..sender(&server, "b", 1) }).await;
+    let a = join(ClientOptions { decode: false, ..sender(&server, "bw", "a", 0) }).await;
+    let b = join(ClientOptions { decode: false, ..sender(&server, "bw", "b", 1) }).await;
     // Every server port is reachable through the relay; the page is told
     // only the relay's.
     let relay = LossyRelay::capped(Some(CAP));
@@ -422,20 +425,8 @@ async fn link_use_by_cap_and_feedback() {
     for (run, (twcc, bps)) in
         [true, false].into_iter().flat_map(|t| [250_000u64, 500_000, 800_000, 1_200_000].map(|b| (t, b))).enumerate()
     {
-        let room = format!("sweep{run}");
-        let member = |peer: &str, i: usize| {
-            let mut o = server.client(&room, peer, i);
-            o.send.video = VideoSource::Scene(palette(i));
-            o
-        };
-        let a = join(ClientOptions { decode: false, ..member("a", 0) }).await;
-        let b = join(ClientOptions { decode: false, ..member("b", 1) }).await;
-        let relay = LossyRelay::capped(Some(Cap { bps, queue: Duration::from_millis(100) }));
-        let mut o = member("c", 2);
-        let r = relay.clone();
-        o.relay = Some(CandidateMap(Arc::new(move |addr| Some(r.route(addr)))));
-        o.peer_options.twcc = twcc;
-        let c = join(o).await;
+        let cap = Cap { bps, queue: Duration::from_millis(100) };
+        let ([a, b, c], relay) = room_with_capped_member(&server, &format!("sweep{run}"), cap, twcc).await;
         tokio::time::sleep(Duration::from_secs(12)).await;
         let s = &relay.stats;
         let read = || {
