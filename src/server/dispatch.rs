@@ -54,6 +54,9 @@ pub(super) struct Dispatcher {
     alive: (std::collections::BTreeSet<String>, bool),
     /// A cluster node's heartbeat connection, and its events.
     beats: Option<(crate::signaling::link::Link, mpsc::Receiver<LinkEvent>)>,
+    /// The newest heartbeat, which [`cluster::beat_sender`] publishes every
+    /// beat interval from a task of its own.
+    beat_now: tokio::sync::watch::Sender<Option<(Instant, Vec<u8>)>>,
     /// Whether the signaling and heartbeat connections are up.
     links_up: (bool, bool),
 }
@@ -93,6 +96,7 @@ impl Dispatcher {
             alive: Default::default(),
             links_up: (false, beats.is_none()),
             beats,
+            beat_now: tokio::sync::watch::channel(None).0,
         }
     }
 
@@ -104,6 +108,11 @@ impl Dispatcher {
         let beat_every = self.shared.config.cluster.map_or(Duration::from_secs(3600), |c| c.beat);
         let mut beat = tokio::time::interval(beat_every);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let beat_sender = self.cluster.as_ref().map(|c| {
+            let link = self.beats.as_ref().map_or(&self.shared.link, |(l, _)| l).clone();
+            let topic = self.shared.topics.beat(c.node());
+            tokio::spawn(cluster::beat_sender(link, topic, beat_every, self.beat_now.subscribe()))
+        });
         loop {
             tokio::select! {
                 _ = &mut shutdown, if self.drain_until.is_none() => {
@@ -162,6 +171,10 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        // A node that stops beats no more (its will or its clean exit follows).
+        if let Some(task) = beat_sender {
+            task.abort();
         }
         self.shutdown().await;
     }

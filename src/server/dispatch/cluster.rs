@@ -7,14 +7,18 @@ use super::{Dispatcher, RoomEntry};
 use crate::cluster::{next_epoch, Beat, Claim, Takeover};
 use crate::server::room_task::{RoomEvent, RoomTask};
 use crate::signaling::legacy::Outbox;
+use crate::signaling::link::Link;
 use crate::signaling::protocol::{parse_client, ClientMessage, Control, ControlMessage, ServerMessage};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// A room taken over stays open this long for its members to rejoin.
 const REJOIN_HOLD: Duration = Duration::from_secs(15);
 /// A draining node waits at most this long for its rooms to move.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// A dispatcher whose last heartbeat is this old no longer beats.
+const WEDGED: Duration = Duration::from_secs(10);
 
 impl Dispatcher {
     fn cluster_now(&self) -> Duration {
@@ -113,14 +117,14 @@ impl Dispatcher {
         cluster.drain();
         self.drain_until = Some(Instant::now() + DRAIN_LIMIT);
         tracing::info!(rooms = self.rooms.len(), "draining: handing rooms over");
-        self.publish_beat().await;
+        self.publish_beat();
         true
     }
 
     /// Every heartbeat interval: beat, take rooms over; while draining,
     /// whether it is done (returns true to stop).
     pub(super) async fn cluster_tick(&mut self) -> bool {
-        self.publish_beat().await;
+        self.publish_beat();
         let now = self.cluster_now();
         self.log_membership(now);
         let rooms = &self.rooms;
@@ -178,7 +182,8 @@ impl Dispatcher {
         self.alive = (alive, settled);
     }
 
-    async fn publish_beat(&self) {
+    /// Hands the newest heartbeat to [`beat_sender`].
+    fn publish_beat(&self) {
         let Some(cluster) = &self.cluster else { return };
         let members: usize = self.rooms.values().map(|r| r.tracker.members.load(Ordering::Relaxed)).sum();
         let beat = Beat {
@@ -189,9 +194,7 @@ impl Dispatcher {
             capacity: self.shared.config.max_rooms,
             claims: self.rooms.iter().filter_map(|(room, e)| e.epoch.map(|ep| (room.clone(), ep))).collect(),
         };
-        let topic = self.shared.topics.beat(cluster.node());
-        let link = self.beats.as_ref().map_or(&self.shared.link, |(l, _)| l);
-        let _ = link.publish_at_most_once(&topic, serde_json::to_vec(&beat).unwrap_or_default()).await;
+        self.beat_now.send_replace(Some((Instant::now(), serde_json::to_vec(&beat).unwrap_or_default())));
     }
 
     /// Starts `t.room` here with an epoch above the last claim's, publishes
@@ -231,6 +234,39 @@ impl Dispatcher {
             let (topic, payload) = out.encode(&ServerMessage::Rejoin { reason: reason.into() });
             let _ = self.shared.link.publish(&topic, payload, false).await;
         }
+    }
+}
+
+/// Publishes the dispatcher's newest heartbeat on `topic` as soon as it
+/// changes, and again every `every` when it does not, from a task of its
+/// own: a dispatcher waiting on a slow broker (the acks of room claims and
+/// rejoins while a broker cluster recovers from a lost node) must not fall
+/// silent and be taken for dead while its rooms run. A heartbeat older
+/// than [`WEDGED`] is not sent: a dispatcher stuck that long is as good as
+/// dead, and its rooms should move.
+pub(super) async fn beat_sender(
+    link: Link,
+    topic: String,
+    every: Duration,
+    mut beat: watch::Receiver<Option<(Instant, Vec<u8>)>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = beat.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tick.reset();
+            }
+        }
+        let payload = match &*beat.borrow_and_update() {
+            Some((at, payload)) if at.elapsed() < WEDGED => payload.clone(),
+            _ => continue,
+        };
+        let _ = link.publish_at_most_once(&topic, payload).await;
     }
 }
 
