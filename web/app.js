@@ -188,7 +188,7 @@ class Call {
 
   connected() {
     this.everConnected = true;
-    this.mqtt.subscribe([this.topics.out, this.topics.state], { qos: 1 }, async (err, granted) => {
+    this.mqtt.subscribe([this.topics.out, this.topics.state], { qos: 0 }, async (err, granted) => {
       if (err || (granted || []).some((g) => g.qos === 128)) {
         return showError("error", "The broker does not let this page read its topics (ACL).");
       }

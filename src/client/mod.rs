@@ -283,7 +283,6 @@ impl Client {
             subscriptions: vec![topics.peer_out(&o.room, &o.peer), topics.state(&o.room)],
             announce: vec![],
             keep_alive: Duration::from_secs(5),
-            subscribe_qos0: false,
         })?;
         if !link.ready(Duration::from_secs(10)).await {
             link.kill();

@@ -165,7 +165,6 @@ impl Whip {
             subscriptions: vec![out.clone(), state_topic.clone()],
             announce: vec![],
             keep_alive: Duration::from_secs(10),
-            subscribe_qos0: false,
         };
         let (link, mut events) = match Link::connect(options) {
             Ok(l) => l,

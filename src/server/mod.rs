@@ -139,7 +139,6 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
             .collect(),
         announce: vec![(presence.clone(), br#"{"online":true}"#.to_vec(), true)],
         keep_alive: Duration::from_secs(5),
-        subscribe_qos0: false,
     })?;
     if link.ready(Duration::from_secs(10)).await {
         tracing::info!(broker = %redact(&url), root = %topics.root(), id = %config.server_id, "signaling ready");
@@ -201,7 +200,6 @@ pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> 
             subscriptions: vec![shared.topics.beats_filter()],
             announce: vec![],
             keep_alive: Duration::from_secs(5),
-            subscribe_qos0: true,
         })?),
         _ => None,
     };

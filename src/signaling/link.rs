@@ -17,6 +17,15 @@ use tokio::sync::{mpsc, watch};
 /// broker's, so an oversized message reaches the server to be refused).
 pub const LINK_MAX_PACKET: usize = super::broker::BROKER_MAX_PAYLOAD + 1024;
 
+/// Every subscription takes messages at QoS 0. A clean session keeps
+/// nothing across a reconnect, so QoS 1 would add only acks; and a broker
+/// may back QoS 1 subscriptions with state it must replicate (NATS makes a
+/// JetStream consumer for each, and after losing a node it refuses them
+/// for tens of seconds while it elects leaders, and stalls on deleting
+/// them when a client drops). Publishers still use QoS 1 where a message
+/// must reach the broker.
+const SUBSCRIBE_QOS: QoS = QoS::AtMostOnce;
+
 /// Errors setting up a link.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -53,10 +62,6 @@ pub struct LinkOptions {
     pub announce: Vec<(String, Vec<u8>, bool)>,
     /// Keep-alive interval.
     pub keep_alive: Duration,
-    /// Subscribe with QoS 0 (heartbeats): a broker keeps no state for such
-    /// a subscription (NATS backs QoS 1 ones with JetStream consumers,
-    /// which it cannot create while it recovers from a lost node).
-    pub subscribe_qos0: bool,
 }
 
 /// What the link reports.
@@ -119,7 +124,7 @@ impl Link {
     /// Subscribes now (the link also re-subscribes after reconnects only
     /// to the filters given at connect).
     pub async fn subscribe(&self, filter: &str) -> Result<(), LinkError> {
-        self.client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|_| LinkError::Closed)
+        self.client.subscribe(filter, SUBSCRIBE_QOS).await.map_err(|_| LinkError::Closed)
     }
 
     /// Waits until the link is connected and subscribed (or `limit` passes).
@@ -224,11 +229,10 @@ async fn run(
     let mut refused = false;
     let mut resubscribe: Option<tokio::time::Instant> = None;
     let mut broker = 0usize;
-    let qos = if options.subscribe_qos0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
     let subscribe_all = |pending: &mut usize| {
         *pending = 0;
         for f in &options.subscriptions {
-            if client.try_subscribe(f.clone(), qos).is_ok() {
+            if client.try_subscribe(f.clone(), SUBSCRIBE_QOS).is_ok() {
                 *pending += 1;
             }
         }

@@ -34,7 +34,6 @@ pub fn link_options(url: &str, id: &str, filters: &[&str]) -> LinkOptions {
         subscriptions: filters.iter().map(|f| f.to_string()).collect(),
         announce: vec![],
         keep_alive: Duration::from_secs(5),
-        subscribe_qos0: false,
     }
 }
 
