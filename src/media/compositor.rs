@@ -54,11 +54,24 @@ struct Drawn {
     generations: Vec<u64>,
 }
 
+/// One render's working lists, kept between renders so that a render
+/// allocates nothing once the room's size has been seen.
+#[derive(Debug, Default)]
+struct Scratch {
+    ids: Vec<u64>,
+    assignment: Vec<(usize, Option<usize>)>,
+    slots: Vec<Slot>,
+    generations: Vec<u64>,
+    rects: Vec<Rect>,
+    dirty: Vec<bool>,
+}
+
 /// Renders layouts onto a reusable canvas.
 pub struct Compositor {
     canvas: VideoFrame,
     scaler: Scaler,
     drawn: Option<Drawn>,
+    scratch: Scratch,
     last_paths: Vec<ScalePath>,
 }
 
@@ -69,6 +82,7 @@ impl Compositor {
             canvas: VideoFrame::new(width as usize, height as usize, Yuv::default())?,
             scaler: Scaler::new(),
             drawn: None,
+            scratch: Scratch::default(),
             last_paths: Vec::new(),
         })
     }
@@ -106,42 +120,45 @@ impl Compositor {
             self.drawn = None;
             return RenderStats { full: true, ..RenderStats::default() };
         };
-        let ids: Vec<u64> = sources.iter().map(|s| s.id).collect();
-        let assignment = assign(variant, &ids, speaker);
-        let slots: Vec<Slot> = assignment
-            .iter()
-            .map(|&(cell, src)| Slot {
-                cell,
-                source: src.map(|i| {
-                    let s = &sources[i];
-                    (s.id, s.frame.map(|f| (f.width(), f.height())))
-                }),
-            })
-            .collect();
-        let generations: Vec<u64> =
-            assignment.iter().map(|&(_, src)| src.map_or(0, |i| sources[i].generation)).collect();
+        let mut sc = std::mem::take(&mut self.scratch);
+        sc.ids.clear();
+        sc.ids.extend(sources.iter().map(|s| s.id));
+        assign_into(variant, &sc.ids, speaker, &mut sc.assignment);
+        sc.slots.clear();
+        sc.slots.extend(sc.assignment.iter().map(|&(cell, src)| Slot {
+            cell,
+            source: src.map(|i| {
+                let s = &sources[i];
+                (s.id, s.frame.map(|f| (f.width(), f.height())))
+            }),
+        }));
+        sc.generations.clear();
+        sc.generations.extend(sc.assignment.iter().map(|&(_, src)| src.map_or(0, |i| sources[i].generation)));
 
         let same_tiling = self
             .drawn
             .as_ref()
-            .is_some_and(|d| Arc::ptr_eq(&d.layout, layout) && d.variant == variant_index && d.slots == slots);
-        let rects: Vec<Rect> = assignment.iter().map(|&(cell, _)| variant.cells[cell].rect(width, height)).collect();
-        let mut dirty: Vec<bool> = match (&self.drawn, same_tiling) {
-            (Some(d), true) => generations
-                .iter()
-                .zip(&d.generations)
-                .zip(&assignment)
-                .map(|((now, before), &(_, src))| src.is_some_and(|i| sources[i].frame.is_some()) && now != before)
-                .collect(),
-            _ => vec![true; assignment.len()],
-        };
+            .is_some_and(|d| Arc::ptr_eq(&d.layout, layout) && d.variant == variant_index && d.slots == sc.slots);
+        sc.rects.clear();
+        sc.rects.extend(sc.assignment.iter().map(|&(cell, _)| variant.cells[cell].rect(width, height)));
+        sc.dirty.clear();
+        match (&self.drawn, same_tiling) {
+            (Some(d), true) => {
+                sc.dirty.extend(
+                    sc.generations.iter().zip(&d.generations).zip(&sc.assignment).map(|((now, before), &(_, src))| {
+                        src.is_some_and(|i| sources[i].frame.is_some()) && now != before
+                    }),
+                )
+            }
+            _ => sc.dirty.resize(sc.assignment.len(), true),
+        }
         // Assignment is in z order: a redrawn tile forces every later tile
         // that overlaps it to be redrawn on top.
-        for i in 0..dirty.len() {
-            if dirty[i] {
-                for j in i + 1..dirty.len() {
-                    if rects[i].intersects(&rects[j]) {
-                        dirty[j] = true;
+        for i in 0..sc.dirty.len() {
+            if sc.dirty[i] {
+                for j in i + 1..sc.dirty.len() {
+                    if sc.rects[i].intersects(&sc.rects[j]) {
+                        sc.dirty[j] = true;
                     }
                 }
             }
@@ -152,22 +169,41 @@ impl Compositor {
             fill_rect(&mut self.canvas, Rect { x: 0, y: 0, w: width, h: height }, background);
         }
         let mut stats = RenderStats { full, ..RenderStats::default() };
-        for (k, &(cell, src)) in assignment.iter().enumerate() {
-            if !dirty[k] {
+        for (k, &(cell, src)) in sc.assignment.iter().enumerate() {
+            if !sc.dirty[k] {
                 stats.kept += 1;
                 continue;
             }
             let cell = &variant.cells[cell];
             match src {
-                Some(i) => self.draw_tile(layout, cell, rects[k], &sources[i]),
+                Some(i) => self.draw_tile(layout, cell, sc.rects[k], &sources[i]),
                 // An empty cell is background, already painted on a full redraw;
                 // repaint it when something below was redrawn over it.
-                None if !full => fill_rect(&mut self.canvas, rects[k], background),
+                None if !full => fill_rect(&mut self.canvas, sc.rects[k], background),
                 None => {}
             }
             stats.drawn += 1;
         }
-        self.drawn = Some(Drawn { layout: layout.clone(), variant: variant_index, slots, generations });
+        // What was drawn is remembered by swapping lists, not copying them.
+        match &mut self.drawn {
+            Some(d) => {
+                if !Arc::ptr_eq(&d.layout, layout) {
+                    d.layout = layout.clone();
+                }
+                d.variant = variant_index;
+                std::mem::swap(&mut d.slots, &mut sc.slots);
+                std::mem::swap(&mut d.generations, &mut sc.generations);
+            }
+            None => {
+                self.drawn = Some(Drawn {
+                    layout: layout.clone(),
+                    variant: variant_index,
+                    slots: std::mem::take(&mut sc.slots),
+                    generations: std::mem::take(&mut sc.generations),
+                });
+            }
+        }
+        self.scratch = sc;
         stats
     }
 
@@ -269,20 +305,24 @@ fn border_px(layout: &Layout, cell: &Cell, width: u32) -> u32 {
 /// the first to join, before anyone has spoken) in the `speaker` cell,
 /// everyone else in join order through the `any` cells.
 fn assign(variant: &Variant, ids: &[u64], speaker: Option<u64>) -> Vec<(usize, Option<usize>)> {
+    let mut out = Vec::with_capacity(variant.cells.len());
+    assign_into(variant, ids, speaker, &mut out);
+    out
+}
+
+/// [`assign`] into a list kept by the caller.
+fn assign_into(variant: &Variant, ids: &[u64], speaker: Option<u64>, out: &mut Vec<(usize, Option<usize>)>) {
     let speaker_cell = variant.cells.iter().position(|c| c.role == Role::Speaker);
     let featured = speaker_cell.map(|_| speaker.and_then(|id| ids.iter().position(|&s| s == id)).unwrap_or(0));
     let mut rest = (0..ids.len()).filter(|&i| Some(i) != featured);
-    let mut out: Vec<(usize, Option<usize>)> = variant
-        .cells
-        .iter()
-        .enumerate()
-        .map(|(ci, c)| match c.role {
-            Role::Speaker => (ci, featured.filter(|&i| i < ids.len())),
-            Role::Any => (ci, rest.next()),
-        })
-        .collect();
-    out.sort_by_key(|&(ci, _)| variant.cells[ci].z);
-    out
+    out.clear();
+    out.extend(variant.cells.iter().enumerate().map(|(ci, c)| match c.role {
+        Role::Speaker => (ci, featured.filter(|&i| i < ids.len())),
+        Role::Any => (ci, rest.next()),
+    }));
+    // By z, then declaration order (what a stable sort would keep), with
+    // no allocation.
+    out.sort_unstable_by_key(|&(ci, _)| (variant.cells[ci].z, ci));
 }
 
 /// Where one participant's picture lands on the canvas.
