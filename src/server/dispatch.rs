@@ -6,8 +6,9 @@
 
 mod cluster;
 
+use super::events::RoomEvent;
 use super::rate::Bucket;
-use super::room_task::{too_many_rooms, RoomEvent, RoomTask, RoomTracker};
+use super::room_task::{too_many_rooms, RoomTask, RoomTracker};
 use super::Shared;
 use crate::signaling::legacy::{self, Legacy, Outbox};
 use crate::signaling::link::LinkEvent;

@@ -7,6 +7,7 @@
 //! server's presence turns offline.
 
 mod dispatch;
+pub mod events;
 pub mod hls;
 pub mod memory;
 pub mod metrics;

@@ -3,6 +3,7 @@
 //! happens to the room arrives here as a [`RoomEvent`]; the room's outputs
 //! are carried out here.
 
+use super::events::{LinkReport, RoomEvent, SessionEvent};
 use super::session::{self, SessionHandle, SessionStart, MAX_PENDING_CANDIDATES};
 use super::Shared;
 use crate::bwe::tiers::TierPlan;
@@ -20,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Inbox size of a room task.
 pub const INBOX: usize = 256;
@@ -37,64 +38,6 @@ const RTCP_QUIET: Duration = Duration::from_millis(2500);
 const LINK_BACK_DOUBT: Duration = Duration::from_secs(10);
 /// How long candidates wait for their offer.
 const PENDING_CANDIDATES_KEPT: Duration = Duration::from_secs(5);
-
-/// Everything that happens to a room.
-pub enum RoomEvent {
-    /// A member's signaling message.
-    Client {
-        /// Peer id.
-        peer: String,
-        /// The message.
-        msg: ClientMessage,
-        /// Where answers to this peer go.
-        outbox: Outbox,
-    },
-    /// A control command.
-    Control(ControlMessage),
-    /// Something a session saw.
-    Session {
-        /// Peer id.
-        peer: String,
-        /// Which session of that peer.
-        generation: u64,
-        /// What.
-        event: SessionEvent,
-    },
-    /// The broker connection came back: publish state again.
-    Resync,
-    /// Everyone out; reply when done.
-    Shutdown(oneshot::Sender<()>),
-    /// The room is idle and forgotten by the dispatcher: stop.
-    Close,
-    /// Publish the room's state now, as its claim (a cluster node that
-    /// took the room over, before anyone rejoined).
-    Claim,
-    /// Another node of the cluster serves the room now: every member gets
-    /// `bye` with reason `moved` and the task stops, leaving the room's
-    /// retained state (the other node's) alone.
-    Moved,
-}
-
-/// What a session reports.
-pub enum SessionEvent {
-    /// The offer could not be used.
-    Refused(ProtocolError),
-    /// Media can flow.
-    Connected,
-    /// The member's video started arriving.
-    VideoStarted,
-    /// The member asked for a keyframe of its view.
-    KeyframeRequest,
-    /// The member's downstream skipped frames: it starts again on a
-    /// keyframe, soon.
-    Resync,
-    /// The member's video is refused (it stays in the room).
-    VideoRefused(ProtocolError),
-    /// What the member's downstream link carries.
-    Downstream(super::session::LinkReport),
-    /// The connection is gone.
-    Lost(String),
-}
 
 /// Counters the dispatcher reads to know when a room may be removed.
 #[derive(Default)]
@@ -142,7 +85,7 @@ pub(super) struct RoomTask {
     /// Each view's tiers.
     plans: BTreeMap<ViewKey, TierPlan>,
     /// Members' downstream estimates.
-    links: HashMap<String, super::session::LinkReport>,
+    links: HashMap<String, LinkReport>,
     audio: AudioMixer,
     levels: mpsc::Receiver<Vec<(u64, u8)>>,
     scene: SharedScene,

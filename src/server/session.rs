@@ -5,7 +5,7 @@
 //! It runs as its own task and reports to the room task through events
 //! tagged with its generation (a re-join makes the old session stale).
 
-use super::room_task::{RoomEvent, SessionEvent};
+use super::events::{LinkReport, RoomEvent, SessionEvent};
 use crate::peer::heard::RtcpHeard;
 use crate::peer::sdp::OfferInfo;
 use crate::peer::{self, receive, PeerEvent, PeerOptions};
@@ -135,21 +135,6 @@ pub struct SessionStart {
     /// Bounds of the member's downstream estimate (where it starts, least,
     /// most), if it receives video.
     pub estimate: Option<crate::bwe::estimate::Config>,
-}
-
-/// What a session reports of its member's downstream link.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LinkReport {
-    /// Estimate, bits/s.
-    pub estimate: u32,
-    /// What limits it.
-    pub source: crate::bwe::estimate::Source,
-    /// Loss in the last receiver report (0..1).
-    pub loss: f64,
-    /// Round trip, if known.
-    pub rtt: Option<Duration>,
-    /// Video sent over the last second, bits/s.
-    pub sent: u32,
 }
 
 /// How often feedback is folded into the estimate.

@@ -74,6 +74,19 @@ pub(super) struct Taps {
 }
 
 impl Taps {
+    /// The 14-bit kernels' view of this table.
+    #[cfg(target_arch = "x86_64")]
+    fn gather_table(&self) -> super::x86::GatherTable<'_> {
+        super::x86::GatherTable {
+            starts: &self.starts,
+            simd_starts: &self.simd_starts,
+            simd_weights: &self.simd_weights,
+            simd_taps: self.simd_taps,
+            simd_reach: self.simd_reach,
+            simd_shuffle: &self.simd_shuffle,
+        }
+    }
+
     /// The taps for `src` samples into `dst`: area weights when shrinking
     /// (or equal), bilinear when growing.
     pub fn for_axis(src: usize, dst: usize) -> Taps {
@@ -372,7 +385,7 @@ pub(super) fn horizontal(row: &[u8], taps: &Taps, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     let done = match &taps.quad {
         Some(quad) => super::x86::horizontal_quad(row, quad, out),
-        None => super::x86::horizontal_avx2(row, taps, out),
+        None => super::x86::horizontal_avx2(row, &taps.gather_table(), out),
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;

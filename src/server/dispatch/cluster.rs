@@ -5,7 +5,8 @@
 
 use super::{Dispatcher, RoomEntry};
 use crate::cluster::{next_epoch, Beat, Claim, Takeover};
-use crate::server::room_task::{RoomEvent, RoomTask};
+use crate::server::events::RoomEvent;
+use crate::server::room_task::RoomTask;
 use crate::signaling::legacy::Outbox;
 use crate::signaling::link::Link;
 use crate::signaling::protocol::{parse_client, ClientMessage, Control, ControlMessage, ServerMessage};

@@ -17,7 +17,9 @@ mod boxdown;
 mod separable;
 
 pub(super) use boxdown::box_plane;
-pub(super) use separable::{horizontal_avx2, horizontal_quad, quarter_row, up2_row, vertical_avx2, QuadTable};
+pub(super) use separable::{
+    horizontal_avx2, horizontal_quad, quarter_row, up2_row, vertical_avx2, GatherTable, QuadTable,
+};
 
 use crate::media::frame::{PlaneMut, PlaneRef};
 use std::arch::x86_64::*;

@@ -278,7 +278,7 @@ impl QuadTable {
 
 /// The horizontal pass of a table with at most 4 taps per output (area
 /// weights up to 3:1), 32 outputs at a time, as
-/// [`crate::media::scale::separable::horizontal_fractions`] computes it:
+/// the scalar `separable::horizontal_fractions` computes it:
 /// `(sum_k mulhi(row[start + k] << 8, fraction_k) + 128) >> 8`. Returns how
 /// many outputs it wrote: all the table's, or none when `out` is shorter
 /// or the windows reach past `row`.
@@ -338,13 +338,28 @@ unsafe fn horizontal_quad_avx2(row: *const u8, table: &QuadTable, out: *mut u8) 
     }
 }
 
+/// A 14-bit horizontal table laid out for [`horizontal_avx2`], borrowed
+/// from the scaler's taps (which build it; see `separable::Taps`).
+pub(in crate::media::scale) struct GatherTable<'a> {
+    /// Each output's first source sample.
+    pub starts: &'a [usize],
+    /// The same, as i32, for the gathers.
+    pub simd_starts: &'a [i32],
+    /// Weights padded to 4 or 8 taps, per block of 8 outputs as
+    /// `simd_taps / 4` groups of (8 outputs x 4 taps).
+    pub simd_weights: &'a [i16],
+    /// Taps per output after padding (4 or 8; 0: no table).
+    pub simd_taps: usize,
+    /// One past the furthest sample a gather reads.
+    pub simd_reach: usize,
+    /// Shuffle masks that replace the gathers when 4 outputs' taps fit in
+    /// 16 bytes (empty otherwise).
+    pub simd_shuffle: &'a [u8],
+}
+
 /// The area scaler's horizontal pass over whole blocks of 8 outputs;
 /// returns how many outputs it wrote (a multiple of 8).
-pub(in crate::media::scale) fn horizontal_avx2(
-    row: &[u8],
-    taps: &crate::media::scale::separable::Taps,
-    out: &mut [u8],
-) -> usize {
+pub(in crate::media::scale) fn horizontal_avx2(row: &[u8], taps: &GatherTable<'_>, out: &mut [u8]) -> usize {
     let groups = taps.simd_taps / 4;
     let blocks = out.len().min(taps.simd_starts.len()) / 8;
     if groups == 0 || blocks == 0 || !has_avx2() || taps.simd_weights.len() < blocks * groups * 32 {
@@ -363,7 +378,7 @@ pub(in crate::media::scale) fn horizontal_avx2(
         unsafe {
             horizontal_shuffle(
                 row.as_ptr(),
-                &taps.starts,
+                taps.starts,
                 taps.simd_shuffle.as_ptr(),
                 taps.simd_weights.as_ptr(),
                 groups,
