@@ -104,8 +104,6 @@ impl TestPattern {
         let band = Rect { x, y: (h * 3 / 4) & !1, w: bar_w, h: (h / 6).max(2) & !1 };
         fill_rect(&mut self.frame, band, Yuv { y: 235, u: 128, v: 128 });
         let scale = (h / 120).max(1);
-        let sh = stamp_height(h as usize) as u32;
-        let _ = sh;
         draw_text(&mut self.frame, 4 * scale, 4 * scale, &self.name, TextStyle::white(scale, true), full);
         write_stamp(&mut self.frame, stamp);
         self.frame.pts = std::time::Duration::from_millis(t_ms);
