@@ -269,6 +269,9 @@ async fn run(
     let mut sent_rate = 0u32;
     // NACKs and packets sent at the start of the current NACK window.
     let mut nack_mark: Option<(Instant, u64, u64)> = None;
+    // Video packets that came to the pacer, and those it dropped unsent,
+    // at the last receiver report.
+    let mut report_mark: Option<(u64, u64)> = None;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -305,7 +308,14 @@ async fn run(
             },
             _ = fold.tick(), if downstream.is_some() => {
                 let (Some(d), Some(est)) = (&downstream, estimator.as_mut()) else { continue };
-                for (at, f) in d.feedback.take() {
+                for (at, mut f) in d.feedback.take() {
+                    if let crate::bwe::estimate::Feedback::Report { fraction_lost, .. } = &mut f {
+                        let (packets, unsent) = d.pacer.video_packets();
+                        let (p0, u0) = report_mark.unwrap_or((packets, unsent));
+                        *fraction_lost = crate::bwe::estimate::link_fraction_lost(*fraction_lost, packets.saturating_sub(p0), unsent.saturating_sub(u0));
+                        report_mark = Some((packets, unsent));
+                    }
+                    tracing::trace!(feedback = ?f, "link feedback");
                     est.feed(at.saturating_duration_since(ctx.started), f);
                 }
                 // Packets the pacer dropped unsent are asked for too, but
@@ -321,6 +331,7 @@ async fn run(
                             nacked: nacked.saturating_sub(n0).min(u32::MAX as u64) as u32,
                             sent: packets.saturating_sub(p0).min(u32::MAX as u64) as u32,
                         };
+                        tracing::trace!(feedback = ?nacks, "link feedback");
                         est.feed(ctx.started.elapsed(), nacks);
                         nack_mark = Some((Instant::now(), nacked, packets));
                     }
