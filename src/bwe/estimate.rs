@@ -18,6 +18,9 @@
 //! - **some loss** (2 to 10 %): to 95 % of what got through (the usual
 //!   loss-based controller holds there, and so sits at a bottleneck losing
 //!   a few percent for good; an MCU's downstream must stay clean);
+//! - loss told only by NACKs or reports, heavy or not: to [`LOSS_BACKOFF`]
+//!   of what got through (no queue showed before it, so the bottleneck
+//!   queue is full and must drain for resends to come in time);
 //! - **a queue** (transport feedback: packets wait over [`QUEUE_DELAY`];
 //!   reports only: the round trip is over [`QUEUE_RTT`] above the least of
 //!   the last [`RTT_WINDOW`]): to [`QUEUE_BACKOFF`] of what gets through,
@@ -32,7 +35,8 @@
 //!   receiver reports tell of a queue, a second late), so a probe of the
 //!   link fills a bottleneck queue slowly enough to be seen before
 //!   anything is lost; speeding up from [`NEAR_HOLD`] after the link last
-//!   congested (a link that stays calm may have grown), and by
+//!   congested ([`NEAR_HOLD_REPORTS`] with reports only; a link that
+//!   stays calm may have grown), and by
 //!   [`GROWTH_PER_SECOND`] elsewhere; never past [`PROBE`] times what
 //!   is actually sent ([`Estimator::sending`]: a quiet link does not talk
 //!   itself into a rate it never carried).
