@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// topic, `{"command":"signal","clientid":...}` messages) as a room.
     #[arg(long, env = "TESSERA_LEGACY_TOPIC")]
     pub legacy_topic: Option<String>,
-    /// This server's id in `{root}/_servers/{id}` [default: tessera-<pid>].
+    /// This server's id in `{root}/_servers/{id}` [default: tessera-PID, PID being its process id].
     #[arg(long, env = "TESSERA_SERVER_ID")]
     pub server_id: Option<String>,
 

@@ -2,7 +2,9 @@
 //! layout and downstream views, and who is speaking.
 //!
 //! Inputs (joins, leaves, control commands, audio levels, ticks, each with
-//! its timestamp) go in through [`Room::handle`]; outputs (room state to
+//! its timestamp) go in through its methods ([`Room::join`],
+//! [`Room::leave`], [`Room::control`], [`Room::levels`], [`Room::tick`]);
+//! outputs (room state to
 //! publish, errors and byes for peers, the scene and view assignments the
 //! media threads follow) come out of [`Room::poll_output`]. No I/O, no
 //! clock, no locks: the server's room task owns one and wires it up.
