@@ -341,7 +341,10 @@ impl Estimator {
                 }
                 let least = self.rtts.iter().map(|(_, r)| *r).min();
                 let queue = matches!((rtt, least), (Some(r), Some(m)) if r > m + QUEUE_RTT);
-                let through = self.sent().min(self.estimate) * (1.0 - loss);
+                // What was sent over the report's second, not the estimate: a
+                // report just after a drop tells of the rate before it, and
+                // must not compound with the drop.
+                let through = self.sent() * (1.0 - loss);
                 let light = through * LOSS_BACKOFF;
                 let heavy = (self.estimate * (1.0 - loss / 2.0)).min(light);
                 self.judge(now, Reading { loss, queue, calm: loss < 0.01 && !queue, through, light, heavy });

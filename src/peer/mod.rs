@@ -17,10 +17,12 @@ use crate::signaling::protocol::Candidate;
 use heard::RtcpHeard;
 use pacer::{Pacer, PacerRate};
 use rtc::interceptor::Slot;
-use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, SenderReportBuilder,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc,
+    configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
@@ -51,6 +53,8 @@ const NACK_HISTORY: u16 = 256;
 /// side's wait; then given up on (a keyframe request follows), not asked
 /// for until it ages out.
 const MAX_NACKS_PER_PACKET: u16 = 10;
+/// How often we send a sender report on each stream.
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often missing packets are asked for again.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
 /// Payload types registered (an answer follows the offer's anyway).
@@ -221,7 +225,14 @@ fn media_engine(
         }
         registry = registry.with(Slot::Pacer, Pacer::new(d.pacer.clone()));
     }
-    let registry = configure_rtcp_reports(registry);
+    // Receiver reports once a second (webrtc-rs's default); sender reports
+    // four times a second, so that the round trip a receiver's next report
+    // gives (from LSR/DLSR) is at most a quarter of a second old: for a
+    // receiver that sends only reports, it is the one sign of a filling
+    // bottleneck queue before packets are lost.
+    let registry = registry
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().with_interval(SENDER_REPORT_INTERVAL).build());
     let target = downstream.filter(|_| options.twcc).map(|d| d.gcc.0);
     let tap = RtcpTap::new(heard, downstream.map(|d| d.feedback.clone()), target);
     let registry = registry.with(Slot::from(rtcp::SLOT), tap);

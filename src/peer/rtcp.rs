@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 /// and before the sender report interceptors (10 000 and 11 000), so
 /// outbound sender reports pass it.
 pub const SLOT: usize = 10_500;
-/// Sender reports remembered per stream (one a second: plenty).
+/// Sender reports remembered per video stream (audio's count too; four a
+/// second each: two seconds, past any report's round trip).
 const SENT_KEPT: usize = 16;
 /// Feedback items kept until the session takes them.
 const FEEDBACK_KEPT: usize = 256;
