@@ -415,16 +415,26 @@ async fn a_capped_chromium_page_gets_what_its_link_carries() {
 /// and at the member (video received, time frozen).
 ///
 /// `cargo test --test bandwidth -- --ignored --nocapture link_use`
+///
+/// `SWEEP_CAPS=800,1200` (kbps) and `SWEEP_FEEDBACK=twcc` or `reports`
+/// narrow it to some cells (one cell again and again, to study it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a sweep for notes, about 5 minutes"]
 async fn link_use_by_cap_and_feedback() {
     let _one_at_a_time = SERIAL.lock().await;
     let server = Server::start_with_layouts(&[], layouts_720p());
+    let caps: Vec<u64> = match std::env::var("SWEEP_CAPS") {
+        Ok(list) => list.split(',').filter_map(|k| k.trim().parse::<u64>().ok()).map(|k| k * 1000).collect(),
+        Err(_) => vec![250_000, 500_000, 800_000, 1_200_000],
+    };
+    let feedback: Vec<bool> = match std::env::var("SWEEP_FEEDBACK").as_deref() {
+        Ok("twcc") => vec![true],
+        Ok("reports") => vec![false],
+        _ => vec![true, false],
+    };
     println!("| feedback | cap | link used | video received | frozen per minute | lost at the bottleneck |");
     println!("|---|---|---|---|---|---|");
-    for (run, (twcc, bps)) in
-        [true, false].into_iter().flat_map(|t| [250_000u64, 500_000, 800_000, 1_200_000].map(|b| (t, b))).enumerate()
-    {
+    for (run, (twcc, bps)) in feedback.into_iter().flat_map(|t| caps.iter().map(move |&b| (t, b))).enumerate() {
         let cap = Cap { bps, queue: Duration::from_millis(100) };
         let ([a, b, c], relay) = room_with_capped_member(&server, &format!("sweep{run}"), cap, twcc).await;
         tokio::time::sleep(Duration::from_secs(12)).await;
