@@ -53,8 +53,11 @@ const NACK_HISTORY: u16 = 256;
 /// side's wait; then given up on (a keyframe request follows), not asked
 /// for until it ages out.
 const MAX_NACKS_PER_PACKET: u16 = 10;
-/// How often we send a sender report on each stream.
-const SENDER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+/// How often we send a sender report on each stream, by default...
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and to a receiver that will send no transport-wide feedback (see
+/// [`PeerOptions::frequent_sender_reports`]).
+const FREQUENT_SENDER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often missing packets are asked for again.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
 /// Payload types registered (an answer follows the offer's anyway).
@@ -88,6 +91,13 @@ pub struct PeerOptions {
     pub twcc: bool,
     /// Only relayed candidates (TURN), as `iceTransportPolicy: "relay"`.
     pub relay_only: bool,
+    /// Sender reports four times a second instead of once: for a receiver
+    /// that sends only reports, the round trip its next report gives (from
+    /// LSR/DLSR) is then at most a quarter of a second old, the one sign of
+    /// a filling bottleneck queue before packets are lost. A receiver that
+    /// sends transport-wide feedback shows the queue ten times a second
+    /// anyway.
+    pub frequent_sender_reports: bool,
 }
 
 impl Default for PeerOptions {
@@ -99,6 +109,7 @@ impl Default for PeerOptions {
             public_ip: None,
             twcc: true,
             relay_only: false,
+            frequent_sender_reports: false,
         }
     }
 }
@@ -226,13 +237,12 @@ fn media_engine(
         registry = registry.with(Slot::Pacer, Pacer::new(d.pacer.clone()));
     }
     // Receiver reports once a second (webrtc-rs's default); sender reports
-    // four times a second, so that the round trip a receiver's next report
-    // gives (from LSR/DLSR) is at most a quarter of a second old: for a
-    // receiver that sends only reports, it is the one sign of a filling
-    // bottleneck queue before packets are lost.
+    // once a second too, or four times (see `frequent_sender_reports`).
+    let sr_interval =
+        if options.frequent_sender_reports { FREQUENT_SENDER_REPORT_INTERVAL } else { SENDER_REPORT_INTERVAL };
     let registry = registry
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-        .with(Slot::SenderReport, SenderReportBuilder::new().with_interval(SENDER_REPORT_INTERVAL).build());
+        .with(Slot::SenderReport, SenderReportBuilder::new().with_interval(sr_interval).build());
     let target = downstream.filter(|_| options.twcc).map(|d| d.gcc.0);
     let tap = RtcpTap::new(heard, downstream.map(|d| d.feedback.clone()), target);
     let registry = registry.with(Slot::from(rtcp::SLOT), tap);

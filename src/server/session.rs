@@ -399,8 +399,11 @@ async fn negotiate(
 ) -> Result<Negotiated, ProtocolError> {
     let internal = |e: String| ProtocolError::new(ErrorCode::Internal, e);
     let bad_sdp = |e: webrtc::error::Error| ProtocolError::new(ErrorCode::BadSdp, e.to_string());
+    // A member whose offer has no transport-wide feedback will tell of its
+    // link only by reports: send it sender reports often.
+    let options = peer::PeerOptions { frequent_sender_reports: !s.sdp.contains("transport-cc"), ..s.options.clone() };
     let pc =
-        peer::build_peer(&s.options, events_tx, Some(rtcp), downstream).await.map_err(|e| internal(e.to_string()))?;
+        peer::build_peer(&options, events_tx, Some(rtcp), downstream).await.map_err(|e| internal(e.to_string()))?;
     let result = async {
         let offer = RTCSessionDescription::offer(s.sdp.clone()).map_err(bad_sdp)?;
         pc.set_remote_description(offer).await.map_err(bad_sdp)?;
