@@ -424,8 +424,11 @@ impl Estimator {
 pub fn link_fraction_lost(fraction_lost: u8, packets: u64, unsent: u64) -> u8 {
     let unsent = unsent.min(packets);
     let sent = packets - unsent;
-    if unsent == 0 || sent == 0 {
-        return if sent == 0 && unsent > 0 { 0 } else { fraction_lost };
+    if unsent == 0 {
+        return fraction_lost;
+    }
+    if sent == 0 {
+        return 0;
     }
     let lost = (fraction_lost as f64 / 256.0 * packets as f64 - unsent as f64).max(0.0);
     (lost / sent as f64 * 256.0).round().min(255.0) as u8

@@ -23,6 +23,10 @@ pub struct OfferInfo {
     pub audio: Offered,
     /// The remote asked for in-band FEC in the audio it receives.
     pub opus_fec: bool,
+    /// The remote offers transport-wide feedback (`a=rtcp-fb:<pt>
+    /// transport-cc`): as a receiver it will tell of its link ten times a
+    /// second, not only by receiver reports.
+    pub transport_feedback: bool,
 }
 
 impl OfferInfo {
@@ -65,6 +69,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferInfo, ProtocolError> {
         let sends = matches!(direction, Dir::Sendrecv | Dir::Sendonly);
         let receives = matches!(direction, Dir::Sendrecv | Dir::Recvonly);
         let codecs = m.codecs();
+        info.transport_feedback |= codecs.values().any(|c| c.rtcp_feedback.iter().any(|f| f.trim() == "transport-cc"));
         let formats: Vec<u8> = m.media_name.formats.iter().filter_map(|f| f.parse::<u8>().ok()).collect();
         let offered = formats.iter().filter_map(|pt| codecs.get(pt));
         match m.media_name.media.as_str() {
@@ -144,6 +149,10 @@ mod tests {
         assert!(!i.sends() && i.receives());
         let i = inspect_offer(&offer(Some(("sendonly", GOOD)), None)).unwrap();
         assert!(i.sends() && !i.receives());
+        assert!(!i.transport_feedback);
+        let twcc =
+            offer(Some(("sendrecv", GOOD)), None).replace("a=rtcp-mux", "a=rtcp-fb:102 transport-cc\r\na=rtcp-mux");
+        assert!(inspect_offer(&twcc).unwrap().transport_feedback);
     }
 
     #[test]

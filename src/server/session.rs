@@ -6,6 +6,7 @@
 //! tagged with its generation (a re-join makes the old session stale).
 
 use super::events::{LinkReport, RoomEvent, SessionEvent};
+use crate::bwe::estimate::{link_fraction_lost, Feedback};
 use crate::peer::heard::RtcpHeard;
 use crate::peer::sdp::OfferInfo;
 use crate::peer::{self, receive, PeerEvent, PeerOptions};
@@ -309,10 +310,11 @@ async fn run(
             _ = fold.tick(), if downstream.is_some() => {
                 let (Some(d), Some(est)) = (&downstream, estimator.as_mut()) else { continue };
                 for (at, mut f) in d.feedback.take() {
-                    if let crate::bwe::estimate::Feedback::Report { fraction_lost, .. } = &mut f {
+                    if let Feedback::Report { fraction_lost, .. } = &mut f {
                         let (packets, unsent) = d.pacer.video_packets();
                         let (p0, u0) = report_mark.unwrap_or((packets, unsent));
-                        *fraction_lost = crate::bwe::estimate::link_fraction_lost(*fraction_lost, packets.saturating_sub(p0), unsent.saturating_sub(u0));
+                        let (packets_since, unsent_since) = (packets.saturating_sub(p0), unsent.saturating_sub(u0));
+                        *fraction_lost = link_fraction_lost(*fraction_lost, packets_since, unsent_since);
                         report_mark = Some((packets, unsent));
                     }
                     tracing::trace!(feedback = ?f, "link feedback");
@@ -327,7 +329,7 @@ async fn run(
                         if since.elapsed() >= NACK_WINDOW
                             && packets.saturating_sub(p0) >= crate::bwe::estimate::NACK_SAMPLE as u64 =>
                     {
-                        let nacks = crate::bwe::estimate::Feedback::Nacks {
+                        let nacks = Feedback::Nacks {
                             nacked: nacked.saturating_sub(n0).min(u32::MAX as u64) as u32,
                             sent: packets.saturating_sub(p0).min(u32::MAX as u64) as u32,
                         };
@@ -401,7 +403,7 @@ async fn negotiate(
     let bad_sdp = |e: webrtc::error::Error| ProtocolError::new(ErrorCode::BadSdp, e.to_string());
     // A member whose offer has no transport-wide feedback will tell of its
     // link only by reports: send it sender reports often.
-    let options = peer::PeerOptions { frequent_sender_reports: !s.sdp.contains("transport-cc"), ..s.options.clone() };
+    let options = peer::PeerOptions { frequent_sender_reports: !s.info.transport_feedback, ..s.options.clone() };
     let pc =
         peer::build_peer(&options, events_tx, Some(rtcp), downstream).await.map_err(|e| internal(e.to_string()))?;
     let result = async {
