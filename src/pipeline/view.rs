@@ -2,9 +2,11 @@
 //! own compositor once per frame and encodes it once per quality tier
 //! (see `bwe::tiers`: up to three encoders, each at the rate its members'
 //! links afford, at a lower frame rate or size far below the view's
-//! rate), handing the same encoded frame to every member of that tier. It
-//! draws as soon as a new picture arrives ([`Cadence`]), not on a fixed
-//! tick.
+//! rate), handing the same encoded frame to every member of that tier.
+//! Tiers due on the same frame encode side by side, on scoped threads
+//! ([`encode_tiers`]): two 720p encodes in a row do not fit in a frame
+//! interval on a slow core. It draws as soon as a new picture arrives
+//! ([`Cadence`]), not on a fixed tick.
 //!
 //! A tier's rate and frame rate change on the running encoder (no
 //! keyframe); only a new picture size starts a new encoder, whose first
@@ -260,6 +262,8 @@ struct TierEncoder {
     encoder: H264Encoder,
     /// The canvas scaled to the tier's size (unused at the canvas size).
     scaled: VideoFrame,
+    /// Its own scaler (tiers encode side by side).
+    scaler: Scaler,
     /// Encode every this many draws (the view's fps over the tier's).
     every: u64,
     last_sent: Option<Instant>,
@@ -283,6 +287,82 @@ impl TierEncoder {
         }
         self.shape = shape;
     }
+
+    /// Scales `canvas` to the tier's size if need be and encodes it, as
+    /// drawn at `began` (`pts` after the view started). `None` when
+    /// nothing came out (rate control skipped the frame, or an error,
+    /// logged).
+    fn encode(&mut self, canvas: &VideoFrame, pts: Duration, began: Instant, period: Duration) -> Option<EncodedFrame> {
+        let (w, h) = (self.shape.width as usize, self.shape.height as usize);
+        let picture: FrameRef<'_> = if (w, h) == (canvas.width(), canvas.height()) {
+            canvas.as_frame()
+        } else {
+            if let Err(e) = self.scaler.scale_frame(&canvas.as_frame(), &mut self.scaled, w, h) {
+                tracing::warn!(error = %e, "cannot scale the canvas for a tier");
+                return None;
+            }
+            self.scaled.as_frame()
+        };
+        match self.encoder.encode(&picture, pts) {
+            Ok(Some(e)) => {
+                let frame = EncodedFrame {
+                    data: Bytes::copy_from_slice(e.data),
+                    keyframe: e.keyframe,
+                    duration: self.last_sent.map_or(period * self.every as u32, |t| began - t),
+                    rendered: began,
+                };
+                self.last_sent = Some(began);
+                Some(frame)
+            }
+            Ok(None) => {
+                tracing::trace!(tier = self.id, bitrate = self.shape.bitrate, "rate control skipped a frame");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "encode failed");
+                None
+            }
+        }
+    }
+}
+
+/// Encodes the canvas on every tier of `due`, side by side: the first on
+/// this thread, the others each on a scoped thread of its own (a 720p
+/// encode takes a good part of a frame interval; two in a row would not
+/// fit in one on a slow core, and the view would fall behind for every
+/// tier). What each gave, in `due`'s order, and how long it took.
+fn encode_tiers(
+    due: Vec<&mut TierEncoder>,
+    canvas: &VideoFrame,
+    pts: Duration,
+    began: Instant,
+    period: Duration,
+) -> Vec<(TierId, Option<EncodedFrame>, Duration)> {
+    let run = |tier: &mut TierEncoder| {
+        let at = Instant::now();
+        let frame = tier.encode(canvas, pts, began, period);
+        (tier.id, frame, at.elapsed())
+    };
+    let mut due = due.into_iter();
+    let Some(first) = due.next() else { return Vec::new() };
+    let rest: Vec<&mut TierEncoder> = due.collect();
+    if rest.is_empty() {
+        return vec![run(first)];
+    }
+    let span = tracing::Span::current();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .into_iter()
+            .map(|tier| {
+                let span = span.clone();
+                scope.spawn(move || span.in_scope(|| run(tier)))
+            })
+            .collect();
+        let mut out = vec![run(first)];
+        // A tier whose thread panicked gives nothing this frame.
+        out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
+        out
+    })
 }
 
 /// Encode every this many draws for `tier_fps` out of `view_fps`.
@@ -324,6 +404,7 @@ impl Worker {
                         shape,
                         encoder,
                         scaled: VideoFrame::default(),
+                        scaler: Scaler::new(),
                         every: every(self.key.fps, shape.fps),
                         last_sent: None,
                         last_forced: None,
@@ -349,7 +430,6 @@ impl Worker {
         let pulse = self.scene.pulse().clone();
         let mut seen = pulse.beats();
         let mut encoders: Vec<TierEncoder> = Vec::new();
-        let mut scaler = Scaler::new();
         let mut draws = 0u64;
         tracing::debug!("view started");
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -402,6 +482,7 @@ impl Worker {
             let resyncs = std::mem::take(&mut *lock(&self.shared.resyncs));
             let mut still_asked = BTreeSet::new();
             let mut still_resync = BTreeSet::new();
+            let mut due = Vec::new();
             for tier in encoders.iter_mut() {
                 let id = tier.id;
                 if !watched.contains(&id) {
@@ -425,37 +506,13 @@ impl Worker {
                         still_asked.insert(id);
                     }
                 }
-                if !draws.is_multiple_of(tier.every) {
-                    continue;
+                if draws.is_multiple_of(tier.every) {
+                    due.push(tier);
                 }
-                let encode_began = Instant::now();
-                let canvas = compositor.canvas();
-                let picture: FrameRef<'_> =
-                    if (tier.shape.width as usize, tier.shape.height as usize) == (canvas.width(), canvas.height()) {
-                        canvas.as_frame()
-                    } else {
-                        let (w, h) = (tier.shape.width as usize, tier.shape.height as usize);
-                        if let Err(e) = scaler.scale_frame(&canvas.as_frame(), &mut tier.scaled, w, h) {
-                            tracing::warn!(error = %e, "cannot scale the canvas for a tier");
-                            continue;
-                        }
-                        tier.scaled.as_frame()
-                    };
-                let encoded = match tier.encoder.encode(&picture, began - start) {
-                    Ok(Some(e)) => EncodedFrame {
-                        data: Bytes::copy_from_slice(e.data),
-                        keyframe: e.keyframe,
-                        duration: tier.last_sent.map_or(period * tier.every as u32, |t| began - t),
-                        rendered: began,
-                    },
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "encode failed");
-                        continue;
-                    }
-                };
-                tier.last_sent = Some(began);
-                let frame = Arc::new(encoded);
+            }
+            for (id, frame, took) in encode_tiers(due, compositor.canvas(), began - start, began, period) {
+                let Some(frame) = frame else { continue };
+                let frame = Arc::new(frame);
                 let mut subs = lock(&self.shared.subscribers);
                 for s in subs.iter_mut().filter(|s| s.tier == id || s.next == Some(id)) {
                     if s.next == Some(id) {
@@ -482,7 +539,7 @@ impl Worker {
                 }
                 drop(subs);
                 self.stats.encoded.fetch_add(1, Ordering::Relaxed);
-                self.stats.encode_us.fetch_add(encode_began.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.stats.encode_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
                 tracing::trace!(tier = id, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
             }
             lock(&self.shared.keyframes).extend(still_asked);
