@@ -100,6 +100,12 @@ pub const PROBE: f64 = 1.5;
 /// Fewer packets than this in a NACK reading say nothing (a single
 /// random loss must not read as congestion).
 pub const NACK_SAMPLE: u32 = 20;
+/// Fewer distinct packets NACKed than this in a reading say nothing
+/// either: a bottleneck queue that overflows drops several in a row, and
+/// one or two alone are as often a packet late or lost at random (the
+/// next receiver report, within a second, tells of loss that lasts).
+pub const NACK_MIN_LOST: u32 = 3;
+
 /// What the wire adds to the video bytes handed to the track (RTP, UDP
 /// and IP headers on ~1 200-byte packets).
 const VIDEO_OVERHEAD: f64 = 1.04;
@@ -132,6 +138,11 @@ pub enum Feedback {
         fraction_lost: u8,
         /// Round trip from LSR/DLSR.
         rtt: Option<Duration>,
+        /// Wire bits/s of video that reached the receiver since its last
+        /// report, link loss not taken out: the packets we sent up to the
+        /// highest sequence number each report names. While a queue stands
+        /// at the bottleneck, that is the rate the link carries.
+        reached: Option<u32>,
     },
     /// Transport-wide feedback summed up.
     Transport(TransportSummary),
@@ -142,6 +153,9 @@ pub enum Feedback {
         nacked: u32,
         /// Packets sent.
         sent: u32,
+        /// Wire bits/s of video that left us over the interval, when
+        /// known (what the link was offered, whatever the encoder made).
+        left: Option<u32>,
     },
 }
 
@@ -325,7 +339,7 @@ impl Estimator {
                 self.delay = Some((bps, now));
             }
             Feedback::Remb(bps) => self.remb = Some((bps as f64, now)),
-            Feedback::Report { fraction_lost, rtt } => {
+            Feedback::Report { fraction_lost, rtt, reached } => {
                 let loss = fraction_lost as f64 / 256.0;
                 if let Some(rtt) = rtt {
                     self.rtt = Some(rtt);
@@ -341,10 +355,13 @@ impl Estimator {
                 }
                 let least = self.rtts.iter().map(|(_, r)| *r).min();
                 let queue = matches!((rtt, least), (Some(r), Some(m)) if r > m + QUEUE_RTT);
-                // What was sent over the report's second, not the estimate: a
-                // report just after a drop tells of the rate before it, and
-                // must not compound with the drop.
-                let through = self.sent() * (1.0 - loss);
+                // What reached the receiver over the report's second (the
+                // link's rate, when a queue stands at its bottleneck), else
+                // what was sent over it; not the estimate: a report just
+                // after a drop tells of the rate before it, and must not
+                // compound with the drop.
+                let reached = reached.map(|v| v as f64 + self.config.audio as f64);
+                let through = reached.unwrap_or_else(|| self.sent()) * (1.0 - loss);
                 let light = through * LOSS_BACKOFF;
                 let heavy = (self.estimate * (1.0 - loss / 2.0)).min(light);
                 self.judge(now, Reading { loss, queue, calm: loss < 0.01 && !queue, through, light, heavy });
@@ -364,15 +381,20 @@ impl Estimator {
                     },
                 );
             }
-            Feedback::Nacks { nacked, sent } => {
-                if sent < NACK_SAMPLE || self.transport.is_some_and(|t| now.saturating_sub(t) < FRESH) {
+            Feedback::Nacks { nacked, sent, left } => {
+                if sent < NACK_SAMPLE
+                    || nacked < NACK_MIN_LOST
+                    || self.transport.is_some_and(|t| now.saturating_sub(t) < FRESH)
+                {
                     return;
                 }
                 let loss = (nacked as f64 / sent as f64).min(1.0);
                 if loss > 0.02 {
-                    // What was sent over the last second, not the estimate:
-                    // readings four times a second must not compound.
-                    let on_wire = self.sent();
+                    // What left us over the interval (else what was sent over
+                    // the last second), not the estimate: readings four times
+                    // a second must not compound; and not what the encoder
+                    // made, which collapses while frames are skipped.
+                    let on_wire = left.map_or_else(|| self.sent(), |v| v as f64 + self.config.audio as f64);
                     let through = on_wire * (1.0 - loss);
                     let backoff = through * LOSS_BACKOFF;
                     let reading = Reading { loss, queue: false, calm: false, through, light: backoff, heavy: backoff };
@@ -445,7 +467,7 @@ mod tests {
     }
 
     fn report(lost_percent: u32) -> Feedback {
-        Feedback::Report { fraction_lost: (lost_percent * 256 / 100).min(255) as u8, rtt: Some(ms(20)) }
+        Feedback::Report { fraction_lost: (lost_percent * 256 / 100).min(255) as u8, rtt: Some(ms(20)), reached: None }
     }
 
     fn transport(sent: u32, delivered: u32, loss: f64, queue_ms: u64) -> Feedback {
@@ -473,7 +495,7 @@ mod tests {
         let trimmed = (after as f64 * (1.0 - 12.0 / 256.0) * LOSS_BACKOFF) as u32;
         assert!(e.estimate(ms(2000)).0.abs_diff(trimmed) <= 2);
         let held = e.estimate(ms(2000)).0;
-        e.feed(ms(3500), Feedback::Report { fraction_lost: 4, rtt: Some(ms(20)) });
+        e.feed(ms(3500), Feedback::Report { fraction_lost: 4, rtt: Some(ms(20)), reached: None });
         assert_eq!(e.estimate(ms(3500)).0, held);
         // No loss: quickly back to near the rate that congested the link
         // (the 70 % of 1.8 Mbps that got through at first)...
@@ -512,12 +534,31 @@ mod tests {
     }
 
     #[test]
+    fn with_a_queue_standing_what_reached_the_receiver_is_the_link_rate() {
+        // 500 kbps sent into a 400 kbps link: the report's round trip shows
+        // the queue, and what reached the receiver is what the link carries.
+        let mut e = Estimator::new(Config { initial: 520_000, ..CONFIG });
+        e.sending(500_000);
+        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None });
+        e.feed(ms(1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(80)), reached: Some(344_000) });
+        let after = e.estimate(ms(1000)).0;
+        let link = 344_000.0 + 56_000.0;
+        assert!(after.abs_diff((link * QUEUE_BACKOFF) as u32) <= 2, "{after}");
+        // Without it, what was sent is all there is to go on: over the link.
+        let mut f = Estimator::new(Config { initial: 520_000, ..CONFIG });
+        f.sending(500_000);
+        f.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None });
+        f.feed(ms(1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(80)), reached: None });
+        assert!(f.estimate(ms(1000)).0 as f64 > link, "{:?}", f.estimate(ms(1000)));
+    }
+
+    #[test]
     fn a_building_queue_brings_it_down_before_anything_is_lost() {
         let mut e = Estimator::new(Config { initial: 500_000, ..CONFIG });
-        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)) });
+        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None });
         let before = e.estimate(ms(0)).0;
         for s in 1..5 {
-            e.feed(ms(s * 1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(150)) });
+            e.feed(ms(s * 1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(150)), reached: None });
         }
         let after = e.estimate(ms(4000)).0;
         assert!(after < before * 8 / 10 && after > before / 3, "{before} -> {after}");
@@ -548,7 +589,7 @@ mod tests {
         assert_eq!(e.estimate(ms(2100)).0, 255_000);
         // Transport feedback hides reports' loss (it knows better) but
         // keeps their round trip.
-        e.feed(ms(2200), Feedback::Report { fraction_lost: 128, rtt: Some(ms(30)) });
+        e.feed(ms(2200), Feedback::Report { fraction_lost: 128, rtt: Some(ms(30)), reached: None });
         assert_eq!(e.estimate(ms(2200)).0, 255_000);
         assert_eq!(e.rtt(), Some(ms(30)));
     }
@@ -597,15 +638,24 @@ mod tests {
         let mut e = Estimator::new(CONFIG);
         e.sending(1_500_000);
         // A quarter of a second: 120 packets sent, 90 asked for again.
-        e.feed(ms(250), Feedback::Nacks { nacked: 90, sent: 120 });
+        e.feed(ms(250), Feedback::Nacks { nacked: 90, sent: 120, left: None });
         let after = e.estimate(ms(250)).0;
         let wire = 1_500_000.0 * 1.04 + 56_000.0;
         assert!(after.abs_diff((wire * 0.25 * LOSS_BACKOFF) as u32) <= 2, "{after}");
-        // Too few packets, or a NACK now and then: nothing.
+        // What left the pacer, when known, is what the link was offered
+        // (the encoder's rate collapses while frames are skipped).
+        let mut g = Estimator::new(CONFIG);
+        g.sending(100_000);
+        g.feed(ms(250), Feedback::Nacks { nacked: 60, sent: 120, left: Some(1_200_000) });
+        let after = g.estimate(ms(250)).0;
+        assert!(after.abs_diff((1_256_000.0 * 0.5 * LOSS_BACKOFF) as u32) <= 2, "{after}");
+        // Too few packets, or too few lost (one or two NACKed are as often
+        // late as lost): nothing.
         let mut f = Estimator::new(CONFIG);
-        f.feed(ms(250), Feedback::Nacks { nacked: 5, sent: 10 });
-        f.feed(ms(500), Feedback::Nacks { nacked: 1, sent: 120 });
-        assert_eq!(f.estimate(ms(500)).0, 1_800_000);
+        f.feed(ms(250), Feedback::Nacks { nacked: 5, sent: 10, left: None });
+        f.feed(ms(500), Feedback::Nacks { nacked: 1, sent: 120, left: None });
+        f.feed(ms(750), Feedback::Nacks { nacked: 2, sent: 22, left: None });
+        assert_eq!(f.estimate(ms(750)).0, 1_800_000);
     }
 
     #[test]

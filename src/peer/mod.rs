@@ -244,7 +244,7 @@ fn media_engine(
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::SenderReport, SenderReportBuilder::new().with_interval(sr_interval).build());
     let target = downstream.filter(|_| options.twcc).map(|d| d.gcc.0);
-    let tap = RtcpTap::new(heard, downstream.map(|d| d.feedback.clone()), target);
+    let tap = RtcpTap::new(heard, downstream.map(|d| (d.feedback.clone(), d.pacer.clone())), target);
     let registry = registry.with(Slot::from(rtcp::SLOT), tap);
     Ok((me, registry))
 }

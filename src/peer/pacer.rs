@@ -39,6 +39,12 @@ pub const RESEND_AGAIN: Duration = Duration::from_millis(150);
 pub const MAX_RESENDS: u8 = 3;
 /// How long a resent packet is remembered.
 const RESENT_KEPT: Duration = Duration::from_secs(3);
+/// First sends remembered for [`PacerRate::left_through`] (seconds of
+/// video at any rate a downstream runs at; receiver reports come each
+/// second).
+const LEFT_KEPT: usize = 2048;
+/// What SRTP's tag, UDP and IPv4 add to each RTP packet on the wire, bits.
+const WIRE_OVERHEAD_BITS: u64 = (10 + 8 + 20) * 8;
 /// Most a burst may release at once, as time at the rate.
 const BURST: Duration = Duration::from_millis(5);
 /// A burst may always carry at least this (two full packets).
@@ -59,6 +65,10 @@ pub struct PacerRate {
     /// receiver will ask for them, but the link did not lose them.
     unsent_packets: AtomicU64,
     resent_bits: AtomicU64,
+    /// First sends that have left, newest last: sequence number and the
+    /// wire bits of all first sends that left up to it (see
+    /// [`PacerRate::left_through`]).
+    left: std::sync::Mutex<VecDeque<Left>>,
     /// Drop the video waiting (asked by the session, done by the pacer).
     flush: std::sync::atomic::AtomicBool,
 }
@@ -104,11 +114,68 @@ impl PacerRate {
         (self.sent_bits.load(Ordering::Relaxed), self.resent_bits.load(Ordering::Relaxed))
     }
 
+    /// The first sends that have left so far, up to the newest one at or
+    /// before sequence number `seq` (a receiver report's highest sequence
+    /// number received): how many, and their wire bits. Between two
+    /// reports, the difference is what reached the receiver (before link
+    /// loss), and which of the sequence numbers in between ever left.
+    /// `None` when no such packet is remembered.
+    pub fn left_through(&self, seq: u16) -> Option<Through> {
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        // Newest first: the first at or before `seq` (sequence numbers wrap).
+        left.iter()
+            .rev()
+            .find(|l| (seq.wrapping_sub(l.seq) as i16) >= 0)
+            .map(|l| Through { packets: l.packets, bits: l.bits })
+    }
+
+    /// Wire bits of all the first sends that have left so far.
+    pub fn left_bits(&self) -> u64 {
+        self.left.lock().unwrap_or_else(|e| e.into_inner()).back().map_or(0, |l| l.bits)
+    }
+
+    /// When the first send of sequence number `seq` left, if it did
+    /// lately (a packet dropped here unsent never did: the receiver asks
+    /// for it, but the link did not lose it).
+    pub fn left_at(&self, seq: u16) -> Option<Instant> {
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        left.iter().rev().find(|l| l.seq == seq).map(|l| l.at)
+    }
+
+    fn note_left(&self, seq: u16, bits: u64, at: Instant) {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        let (packets, bits) = left.back().map_or((1, bits), |l| (l.packets + 1, l.bits + bits));
+        if left.len() >= LEFT_KEPT {
+            left.pop_front();
+        }
+        left.push_back(Left { seq, packets, bits, at });
+    }
+
     /// Video packets that came in so far to be sent the first time, and
     /// how many of those were dropped unsent.
     pub fn video_packets(&self) -> (u64, u64) {
         (self.sent_packets.load(Ordering::Relaxed), self.unsent_packets.load(Ordering::Relaxed))
     }
+}
+
+/// A first send that left: its sequence number, how many first sends
+/// left up to it and their wire bits, and when.
+#[derive(Clone, Copy, Debug)]
+struct Left {
+    seq: u16,
+    packets: u64,
+    bits: u64,
+    at: Instant,
+}
+
+/// First sends that left up to some sequence number, counted from the
+/// connection's start (see [`PacerRate::left_through`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Through {
+    /// How many.
+    pub packets: u64,
+    /// Their wire bits.
+    pub bits: u64,
 }
 
 /// Two-queue pacer (see the module doc).
@@ -165,6 +232,14 @@ impl Pacer {
         }
     }
 
+    /// A video packet leaves: first sends are noted for
+    /// [`PacerRate::left_through`].
+    fn left(&self, p: &TaggedPacket, now: Instant) {
+        if let (Some((_, seq)), false) = (Self::key(p), p.message.has(&Attribute::Retransmission)) {
+            self.rate.note_left(seq, Self::bits(p) as u64 + WIRE_OVERHEAD_BITS, now);
+        }
+    }
+
     fn burst(rate: f64) -> f64 {
         (rate * BURST.as_secs_f64()).max(MIN_BURST_BITS)
     }
@@ -194,6 +269,9 @@ impl Pacer {
             self.resends_ahead = 0;
         }
         if self.rate.get() == 0 {
+            for p in &self.video {
+                self.left(p, now);
+            }
             self.released.extend(self.audio.drain(..).chain(self.video.drain(..)).map(|mut p| {
                 p.now = now;
                 p
@@ -223,6 +301,7 @@ impl Pacer {
                 if let Some(k) = Self::key(&p) {
                     self.waiting.remove(&k);
                 }
+                self.left(&p, now);
                 p.now = now;
                 self.released.push_back(p);
             }
@@ -460,5 +539,43 @@ mod tests {
             p.handle_write(rtp(1, seq, 1200, t0)).unwrap();
         }
         assert_eq!(std::iter::from_fn(|| p.poll_write()).count(), 10);
+    }
+
+    #[test]
+    fn what_left_is_recorded_by_sequence_number_and_flushed_packets_never_left() {
+        let rate = PacerRate::new();
+        rate.set(1_000_000);
+        let mut p = Pacer::new(rate.clone());
+        p.bind_local_stream(&info(1, "video/H264"));
+        let t0 = Instant::now();
+        // Ten packets leave over 100 ms; ten more wait and are flushed.
+        for seq in 0..20 {
+            p.handle_write(rtp(1, seq, 1200, t0)).unwrap();
+        }
+        let mut now = t0;
+        while now < t0 + Duration::from_millis(100) {
+            now += Duration::from_millis(1);
+            p.handle_timeout(now).unwrap();
+            while p.poll_write().is_some() {}
+        }
+        rate.flush_video();
+        p.handle_timeout(now).unwrap();
+        let left = rate.left_through(19).map_or(0, |t| t.packets);
+        assert!((8..=12).contains(&left), "{left} left in 100 ms at 1 Mbps");
+        let last = left as u16 - 1;
+        assert!(rate.left_at(last).is_some());
+        assert!(rate.left_at(last + 1).is_none(), "a flushed packet never left");
+        // Each packet's wire bits count once: RTP (12-byte header) + SRTP + UDP + IP.
+        let per_packet = (1200 + 12) * 8 + WIRE_OVERHEAD_BITS;
+        assert_eq!(rate.left_through(last).unwrap(), Through { packets: left, bits: left * per_packet });
+        assert_eq!(rate.left_through(2).unwrap(), Through { packets: 3, bits: 3 * per_packet });
+        // New packets after the gap: a report naming one counts only what left.
+        for seq in 20..22 {
+            p.handle_write(rtp(1, seq, 1200, now)).unwrap();
+        }
+        now += Duration::from_millis(50);
+        p.handle_timeout(now).unwrap();
+        assert_eq!(rate.left_through(21).unwrap().packets, left + 2);
+        assert_eq!(rate.left_through(15).unwrap().packets, left, "a flushed number falls back on the last that left");
     }
 }

@@ -19,6 +19,7 @@
 //! (DLSR), which gives the round trip webrtc-rs leaves at zero.
 
 use super::heard::RtcpHeard;
+use super::pacer::{PacerRate, Through};
 use crate::bwe::estimate::Feedback;
 use crate::bwe::transport::{Delivery, TransportMeter};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -55,7 +56,8 @@ const NACKS_KEPT: usize = 1024;
 #[derive(Default)]
 pub struct LinkFeedback {
     items: Mutex<VecDeque<(Instant, Feedback)>>,
-    /// Distinct video packets NACKed so far.
+    /// Distinct video packets NACKed so far that had left lately (see
+    /// [`RtcpTap`]'s NACK count).
     nacked: AtomicU64,
 }
 
@@ -78,7 +80,8 @@ impl LinkFeedback {
         self.items.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
     }
 
-    /// Distinct video packets the receiver has asked for again so far.
+    /// Distinct video packets the receiver has asked for again so far,
+    /// of those that had crossed the link within a second.
     pub fn nacked(&self) -> u64 {
         self.nacked.load(Ordering::Relaxed)
     }
@@ -143,6 +146,10 @@ pub struct RtcpTap {
     write: VecDeque<TaggedPacket>,
     heard: Option<Arc<RtcpHeard>>,
     feedback: Option<Arc<LinkFeedback>>,
+    /// The connection's pacer: which first sends have left, and their size.
+    pacer: Option<Arc<PacerRate>>,
+    /// The last receiver report about our video, placed in what left.
+    last_report: Option<Mark>,
     /// Our outgoing video streams (whose reports describe the downstream).
     video: HashSet<u32>,
     /// Sender reports sent: SSRC, middle 32 bits of the NTP time, when.
@@ -156,15 +163,75 @@ pub struct RtcpTap {
     nacked_set: HashSet<(u32, u16)>,
 }
 
+/// A receiver report placed in what our pacer let out.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    at: Instant,
+    /// Extended highest sequence number received.
+    highest: u32,
+    /// Cumulative packets lost, as the receiver counts them.
+    lost: u32,
+    through: Through,
+}
+
+/// The link between two receiver reports, from our side's record.
+#[derive(Clone, Copy, Debug)]
+struct Between {
+    /// Of the packets that left us, the share the link lost (of 256).
+    fraction_lost: u8,
+    /// Wire bits/s of video that reached the receiver, link loss not
+    /// taken out.
+    reached: u32,
+}
+
+/// Receiver reports closer together than this give no rate (one frame
+/// more or less under the highest sequence number would sway it).
+const REACHED_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A NACK for a packet that left longer ago than this is not counted as
+/// a loss of the link now.
+const NACK_FRESH: Duration = Duration::from_millis(500);
+
 /// How often a target that did not change is confirmed.
 const TARGET_CONFIRM: Duration = Duration::from_millis(250);
 
 impl RtcpTap {
     /// Also records when RTCP arrives in `heard`, and link feedback in
-    /// `feedback`; `target` is the congestion controller's starting
-    /// target, if one runs.
-    pub fn new(heard: Option<Arc<RtcpHeard>>, feedback: Option<Arc<LinkFeedback>>, target: Option<f64>) -> Self {
-        Self { heard, feedback, target, ..Self::default() }
+    /// `link` (with the connection's pacer, which tells what each report's
+    /// highest sequence number covers); `target` is the congestion
+    /// controller's starting target, if one runs.
+    pub fn new(
+        heard: Option<Arc<RtcpHeard>>,
+        link: Option<(Arc<LinkFeedback>, Arc<PacerRate>)>,
+        target: Option<f64>,
+    ) -> Self {
+        let (feedback, pacer) = link.unzip();
+        Self { heard, feedback, pacer, target, ..Self::default() }
+    }
+
+    /// What happened on the link between the receiver's last report and
+    /// this one, worked out from our own record of which packets left
+    /// (see [`Between`]), when both reports fall within it.
+    fn between(&mut self, r: &ReceptionReport, now: Instant) -> Option<Between> {
+        let through = self.pacer.as_ref()?.left_through(r.last_sequence_number as u16);
+        let this = through.map(|t| Mark { at: now, highest: r.last_sequence_number, lost: r.total_lost, through: t });
+        let last = std::mem::replace(&mut self.last_report, this)?;
+        let this = this?;
+        let secs = now.saturating_duration_since(last.at).as_secs_f64();
+        let expected = this.highest.wrapping_sub(last.highest) as u64;
+        let left = this.through.packets.checked_sub(last.through.packets)?;
+        let bits = this.through.bits.checked_sub(last.through.bits)?;
+        if secs < REACHED_MIN_INTERVAL.as_secs_f64() || expected > u16::MAX as u64 || left == 0 || left > expected {
+            return None;
+        }
+        // The receiver counts as lost every sequence number it never got,
+        // those our pacer dropped unsent among them; the link lost the rest.
+        let lost = (this.lost as i64 - last.lost as i64).max(0) as u64;
+        let link_lost = lost.saturating_sub(expected - left).min(left);
+        Some(Between {
+            fraction_lost: ((link_lost as f64 / left as f64) * 256.0).round().min(255.0) as u8,
+            reached: (bits as f64 / secs).min(u32::MAX as f64) as u32,
+        })
     }
 
     fn tell_target(&mut self, now: Instant, changed: Option<f64>) {
@@ -180,11 +247,12 @@ impl RtcpTap {
         }
     }
 
-    fn report(&self, r: &ReceptionReport, now: Instant) {
-        let Some(feedback) = &self.feedback else { return };
-        if !self.video.contains(&r.ssrc) {
+    fn report(&mut self, r: &ReceptionReport, now: Instant) {
+        if self.feedback.is_none() || !self.video.contains(&r.ssrc) {
             return;
         }
+        let between = self.between(r, now);
+        let Some(feedback) = &self.feedback else { return };
         let rtt = (r.last_sender_report != 0)
             .then(|| self.sent.iter().rev().find(|(ssrc, mid, _)| *ssrc == r.ssrc && *mid == r.last_sender_report))
             .flatten()
@@ -192,11 +260,19 @@ impl RtcpTap {
                 let held = Duration::from_secs_f64(r.delay as f64 / 65536.0);
                 now.checked_duration_since(at)?.checked_sub(held)
             });
-        feedback.push(now, Feedback::Report { fraction_lost: r.fraction_lost, rtt });
+        // The receiver's own fraction counts packets our pacer dropped
+        // unsent as lost; ours does not (the session corrects the
+        // receiver's when ours is not known).
+        let (fraction_lost, reached) = between.map_or((r.fraction_lost, None), |b| (b.fraction_lost, Some(b.reached)));
+        feedback.push(now, Feedback::Report { fraction_lost, rtt, reached });
     }
 
-    /// Counts the video packets a NACK asks for that were not asked for lately.
-    fn nack(&mut self, nack: &TransportLayerNack) {
+    /// Counts the video packets a NACK asks for that were not asked for
+    /// lately and that left the pacer within [`NACK_FRESH`]: packets the
+    /// pacer dropped unsent never crossed the link, and a loss told long
+    /// after the packet left (its gap showed only when the next packet
+    /// came, after a pause) says nothing of the link now.
+    fn nack(&mut self, nack: &TransportLayerNack, now: Instant) {
         let Some(feedback) = &self.feedback else { return };
         if !self.video.contains(&nack.media_ssrc) {
             return;
@@ -206,7 +282,10 @@ impl RtcpTap {
             for seq in pair.packet_list() {
                 let key = (nack.media_ssrc, seq);
                 if self.nacked_set.insert(key) {
-                    fresh += 1;
+                    let left = self.pacer.as_ref().map_or(Some(now), |p| p.left_at(seq));
+                    if left.is_some_and(|at| now.saturating_duration_since(at) <= NACK_FRESH) {
+                        fresh += 1;
+                    }
                     self.nacked.push_back(key);
                     if self.nacked.len() > NACKS_KEPT {
                         if let Some(old) = self.nacked.pop_front() {
@@ -255,7 +334,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
                 } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
                     sr.reports.iter().for_each(|r| self.report(r, msg.now));
                 } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                    self.nack(nack);
+                    self.nack(nack, msg.now);
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     if let Some(feedback) = &self.feedback {
                         let bps = if remb.bitrate.is_finite() { remb.bitrate.clamp(0.0, u32::MAX as f32) } else { 0.0 };

@@ -143,6 +143,8 @@ const ESTIMATE_EVERY: Duration = Duration::from_millis(100);
 /// NACKs are counted against packets sent over at least this long (and
 /// at least [`crate::bwe::estimate::NACK_SAMPLE`] packets).
 const NACK_WINDOW: Duration = Duration::from_millis(250);
+/// A NACK window that has not seen enough packets by now is dropped.
+const NACK_WINDOW_LONGEST: Duration = Duration::from_millis(1000);
 /// A change this large (a fraction) is reported at once; smaller ones
 /// at most every [`REPORT_EVERY`].
 const REPORT_CHANGE: f64 = 0.05;
@@ -268,8 +270,9 @@ async fn run(
     let mut reported: Option<(LinkReport, Instant)> = None;
     let mut sent_window: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     let mut sent_rate = 0u32;
-    // NACKs and packets sent at the start of the current NACK window.
-    let mut nack_mark: Option<(Instant, u64, u64)> = None;
+    // NACKs, packets sent and wire bits that left the pacer at the start
+    // of the current NACK window.
+    let mut nack_mark: Option<(Instant, u64, u64, u64)> = None;
     // Video packets that came to the pacer, and those it dropped unsent,
     // at the last receiver report.
     let mut report_mark: Option<(u64, u64)> = None;
@@ -310,35 +313,50 @@ async fn run(
             _ = fold.tick(), if downstream.is_some() => {
                 let (Some(d), Some(est)) = (&downstream, estimator.as_mut()) else { continue };
                 for (at, mut f) in d.feedback.take() {
-                    if let Feedback::Report { fraction_lost, .. } = &mut f {
+                    // A report the connection could not place in what left
+                    // (`reached` unknown) still counts our pacer's drops as
+                    // lost: take them out roughly.
+                    if let Feedback::Report { fraction_lost, reached, .. } = &mut f {
                         let (packets, unsent) = d.pacer.video_packets();
                         let (p0, u0) = report_mark.unwrap_or((packets, unsent));
                         let (packets_since, unsent_since) = (packets.saturating_sub(p0), unsent.saturating_sub(u0));
-                        *fraction_lost = link_fraction_lost(*fraction_lost, packets_since, unsent_since);
+                        if reached.is_none() {
+                            *fraction_lost = link_fraction_lost(*fraction_lost, packets_since, unsent_since);
+                        }
                         report_mark = Some((packets, unsent));
                     }
                     tracing::trace!(feedback = ?f, "link feedback");
                     est.feed(at.saturating_duration_since(ctx.started), f);
                 }
                 // Packets the pacer dropped unsent are asked for too, but
-                // the link did not lose them.
+                // the link did not lose them (nor are they counted as NACKed).
                 let (packets, unsent) = d.pacer.video_packets();
-                let (nacked, packets) = (d.feedback.nacked().saturating_sub(unsent), packets - unsent);
+                let (nacked, packets) = (d.feedback.nacked(), packets - unsent);
+                let left = d.pacer.left_bits();
                 match nack_mark {
-                    Some((since, n0, p0))
+                    Some((since, n0, p0, l0))
                         if since.elapsed() >= NACK_WINDOW
                             && packets.saturating_sub(p0) >= crate::bwe::estimate::NACK_SAMPLE as u64 =>
                     {
+                        let secs = since.elapsed().as_secs_f64();
                         let nacks = Feedback::Nacks {
                             nacked: nacked.saturating_sub(n0).min(u32::MAX as u64) as u32,
                             sent: packets.saturating_sub(p0).min(u32::MAX as u64) as u32,
+                            left: Some((left.saturating_sub(l0) as f64 / secs).min(u32::MAX as f64) as u32),
                         };
                         tracing::trace!(feedback = ?nacks, "link feedback");
                         est.feed(ctx.started.elapsed(), nacks);
-                        nack_mark = Some((Instant::now(), nacked, packets));
+                        nack_mark = Some((Instant::now(), nacked, packets, left));
+                    }
+                    // Too few packets in too long a window: it says nothing
+                    // (a window stretched over a pause would hold NACKs of a
+                    // loss long past against the few packets since); start
+                    // a new one.
+                    Some((since, ..)) if since.elapsed() >= NACK_WINDOW_LONGEST => {
+                        nack_mark = Some((Instant::now(), nacked, packets, left));
                     }
                     Some(_) => {}
-                    None => nack_mark = Some((Instant::now(), nacked, packets)),
+                    None => nack_mark = Some((Instant::now(), nacked, packets, left)),
                 }
                 let total = video_sent.load(Ordering::Relaxed);
                 sent_window.push_back((Instant::now(), total));
