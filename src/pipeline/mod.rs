@@ -9,4 +9,5 @@ pub mod decode;
 pub mod pulse;
 pub mod scene;
 pub mod slot;
+pub mod tier;
 pub mod view;

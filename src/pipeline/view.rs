@@ -1,12 +1,12 @@
 //! One thread per downstream view: it renders the room's scene with its
-//! own compositor once per frame and encodes it once per quality tier
-//! (see `bwe::tiers`: up to three encoders, each at the rate its members'
+//! own compositor once per frame and posts it to each quality tier (see
+//! `bwe::tiers`: up to three encoders, each at the rate its members'
 //! links afford, at a lower frame rate or size far below the view's
-//! rate), handing the same encoded frame to every member of that tier.
-//! Tiers due on the same frame encode side by side, on scoped threads
-//! ([`encode_tiers`]): two 720p encodes in a row do not fit in a frame
-//! interval on a slow core. It draws as soon as a new picture arrives
-//! ([`Cadence`]), not on a fixed tick.
+//! rate), which encodes it on a thread of its own (`pipeline::tier`) and
+//! hands the same encoded frame to every member of that tier. The view
+//! draws the next canvas while the tiers encode the last; a tier that
+//! cannot keep up skips canvases, the others do not wait for it. It draws
+//! as soon as a new picture arrives ([`Cadence`]), not on a fixed tick.
 //!
 //! A tier's rate and frame rate change on the running encoder (no
 //! keyframe); only a new picture size starts a new encoder, whose first
@@ -17,13 +17,12 @@
 
 use super::cadence::Cadence;
 use super::scene::SharedScene;
+use super::tier::{EncodedFrame, Job, Sink, TierThread};
 use crate::bwe::tiers::{Shape, Tier, TierId, ViewRate};
 use crate::media::compositor::{Compositor, Source};
-use crate::media::frame::{FrameRef, VideoFrame};
+use crate::media::frame::VideoFrame;
 use crate::media::h264::{H264Config, H264Encoder};
-use crate::media::scale::Scaler;
 use crate::room::ViewKey;
-use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +38,8 @@ pub const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
 /// nobody asked for costs several frames' worth of bits on every member's
 /// link (on a thin one, a freeze), so this is only a safety net.
 const KEYFRAME_PERIOD_SECONDS: u32 = 60;
+/// How often a view logs its draws (debug).
+const VIEW_LOG_EVERY: Duration = Duration::from_secs(5);
 /// The most a lower tier waits between forced keyframes.
 const KEYFRAME_THROTTLE_MAX: Duration = Duration::from_millis(600);
 
@@ -50,19 +51,6 @@ const KEYFRAME_THROTTLE_MAX: Duration = Duration::from_millis(600);
 pub fn keyframe_throttle(bitrate: u32, full: u32) -> Duration {
     let scale = full.max(1) as f64 / bitrate.max(1) as f64;
     KEYFRAME_THROTTLE.mul_f64(scale.max(1.0)).min(KEYFRAME_THROTTLE_MAX)
-}
-
-/// An encoded frame on its way to the members of a tier.
-#[derive(Debug)]
-pub struct EncodedFrame {
-    /// Annex B access unit.
-    pub data: Bytes,
-    /// IDR.
-    pub keyframe: bool,
-    /// Time since the previous frame of this tier (the RTP timestamp step).
-    pub duration: Duration,
-    /// When it was rendered.
-    pub rendered: Instant,
 }
 
 struct Subscriber {
@@ -88,6 +76,9 @@ pub struct ViewStats {
     pub late: AtomicU64,
     /// Frames a member's queue had no room for.
     pub dropped: AtomicU64,
+    /// Canvases a tier had no time for (a newer one came while it was
+    /// still encoding; it skips the older).
+    pub busy: AtomicU64,
     /// Time spent rendering, microseconds.
     pub render_us: AtomicU64,
     /// Time spent encoding, all tiers, microseconds.
@@ -255,116 +246,6 @@ impl Drop for View {
     }
 }
 
-/// One tier's encoder and its scaled copy of the canvas.
-struct TierEncoder {
-    id: TierId,
-    shape: Shape,
-    encoder: H264Encoder,
-    /// The canvas scaled to the tier's size (unused at the canvas size).
-    scaled: VideoFrame,
-    /// Its own scaler (tiers encode side by side).
-    scaler: Scaler,
-    /// Encode every this many draws (the view's fps over the tier's).
-    every: u64,
-    last_sent: Option<Instant>,
-    last_forced: Option<Instant>,
-}
-
-impl TierEncoder {
-    /// Takes a new rate and frame rate (same picture size) on the running encoder.
-    fn follow(&mut self, shape: Shape, view_fps: u32) {
-        if shape.bitrate != self.shape.bitrate {
-            if let Err(e) = self.encoder.set_bitrate(shape.bitrate) {
-                tracing::warn!(error = %e, tier = self.id, "cannot change the tier's bitrate");
-            }
-        }
-        if shape.fps != self.shape.fps {
-            if let Err(e) = self.encoder.set_fps(shape.fps as f32) {
-                tracing::warn!(error = %e, tier = self.id, "cannot change the tier's frame rate");
-            }
-            self.every = every(view_fps, shape.fps);
-            tracing::debug!(tier = self.id, ?shape, "tier frame rate");
-        }
-        self.shape = shape;
-    }
-
-    /// Scales `canvas` to the tier's size if need be and encodes it, as
-    /// drawn at `began` (`pts` after the view started). `None` when
-    /// nothing came out (rate control skipped the frame, or an error,
-    /// logged).
-    fn encode(&mut self, canvas: &VideoFrame, pts: Duration, began: Instant, period: Duration) -> Option<EncodedFrame> {
-        let (w, h) = (self.shape.width as usize, self.shape.height as usize);
-        let picture: FrameRef<'_> = if (w, h) == (canvas.width(), canvas.height()) {
-            canvas.as_frame()
-        } else {
-            if let Err(e) = self.scaler.scale_frame(&canvas.as_frame(), &mut self.scaled, w, h) {
-                tracing::warn!(error = %e, "cannot scale the canvas for a tier");
-                return None;
-            }
-            self.scaled.as_frame()
-        };
-        match self.encoder.encode(&picture, pts) {
-            Ok(Some(e)) => {
-                let frame = EncodedFrame {
-                    data: Bytes::copy_from_slice(e.data),
-                    keyframe: e.keyframe,
-                    duration: self.last_sent.map_or(period * self.every as u32, |t| began - t),
-                    rendered: began,
-                };
-                self.last_sent = Some(began);
-                Some(frame)
-            }
-            Ok(None) => {
-                tracing::trace!(tier = self.id, bitrate = self.shape.bitrate, "rate control skipped a frame");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "encode failed");
-                None
-            }
-        }
-    }
-}
-
-/// Encodes the canvas on every tier of `due`, side by side: the first on
-/// this thread, the others each on a scoped thread of its own (a 720p
-/// encode takes a good part of a frame interval; two in a row would not
-/// fit in one on a slow core, and the view would fall behind for every
-/// tier). What each gave, in `due`'s order, and how long it took.
-fn encode_tiers(
-    due: Vec<&mut TierEncoder>,
-    canvas: &VideoFrame,
-    pts: Duration,
-    began: Instant,
-    period: Duration,
-) -> Vec<(TierId, Option<EncodedFrame>, Duration)> {
-    let run = |tier: &mut TierEncoder| {
-        let at = Instant::now();
-        let frame = tier.encode(canvas, pts, began, period);
-        (tier.id, frame, at.elapsed())
-    };
-    let mut due = due.into_iter();
-    let Some(first) = due.next() else { return Vec::new() };
-    let rest: Vec<&mut TierEncoder> = due.collect();
-    if rest.is_empty() {
-        return vec![run(first)];
-    }
-    let span = tracing::Span::current();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = rest
-            .into_iter()
-            .map(|tier| {
-                let span = span.clone();
-                scope.spawn(move || span.in_scope(|| run(tier)))
-            })
-            .collect();
-        let mut out = vec![run(first)];
-        // A tier whose thread panicked gives nothing this frame.
-        out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
-        out
-    })
-}
-
 /// Encode every this many draws for `tier_fps` out of `view_fps`.
 fn every(view_fps: u32, tier_fps: u32) -> u64 {
     (view_fps / tier_fps.max(1)).max(1) as u64
@@ -382,39 +263,79 @@ struct Worker {
 }
 
 impl Worker {
-    /// Makes the encoders match the wanted tiers: a tier keeps its
-    /// encoder while its picture size stays, and is told new rates live.
-    fn sync_tiers(&self, encoders: &mut Vec<TierEncoder>) {
+    /// Makes the tier threads match the wanted tiers: a tier keeps its
+    /// encoder while its picture size stays (its rates change live);
+    /// a new size starts a new encoder, on a new thread.
+    fn sync_tiers(&self, tiers: &mut Vec<TierThread>) {
         let wanted = lock(&self.shared.tiers).clone();
-        encoders.retain(|e| wanted.iter().any(|t| t.id == e.id && t.shape.same_size(&e.shape)));
+        tiers.retain(|e| wanted.iter().any(|t| t.id == e.id && t.shape.same_size(&e.shape)));
         for tier in wanted {
-            if let Some(e) = encoders.iter_mut().find(|e| e.id == tier.id) {
-                e.follow(tier.shape, self.key.fps);
+            if let Some(e) = tiers.iter_mut().find(|e| e.id == tier.id) {
+                e.shape = tier.shape;
                 continue;
             }
             let shape = tier.shape;
             let mut config = H264Config::new(shape.width, shape.height, shape.fps, shape.bitrate);
             config.fast = self.fast;
             config.keyframe_interval = shape.fps.saturating_mul(KEYFRAME_PERIOD_SECONDS);
-            match H264Encoder::new(config) {
-                Ok(encoder) => {
-                    tracing::debug!(tier = tier.id, ?shape, "tier started");
-                    encoders.push(TierEncoder {
-                        id: tier.id,
-                        shape,
-                        encoder,
-                        scaled: VideoFrame::default(),
-                        scaler: Scaler::new(),
-                        every: every(self.key.fps, shape.fps),
-                        last_sent: None,
-                        last_forced: None,
-                    });
-                    // Whoever watches it starts from a keyframe: it is one.
+            let encoder = match H264Encoder::new(config) {
+                Ok(encoder) => encoder,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?shape, "cannot start a tier encoder");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, ?shape, "cannot start a tier encoder"),
+            };
+            let name = format!("{}/{}", std::thread::current().name().unwrap_or("view"), tier.id);
+            // Whoever watches it starts from a keyframe: its first frame is one.
+            match TierThread::spawn(tier.id, shape, encoder, self.delivery(tier.id), name) {
+                Ok(thread) => tiers.push(thread),
+                Err(e) => tracing::warn!(error = %e, ?shape, "cannot start a tier thread"),
             }
         }
-        encoders.sort_by_key(|e| std::cmp::Reverse(e.shape.bitrate));
+        tiers.sort_by_key(|e| std::cmp::Reverse(e.shape.bitrate));
+    }
+
+    /// Where tier `id`'s frames go: to each member on the tier, and to
+    /// each member moving to it from its first keyframe on (see
+    /// [`Subscriber`]).
+    fn delivery(&self, id: TierId) -> Sink {
+        let shared = self.shared.clone();
+        let stats = self.stats.clone();
+        Box::new(move |frame, took| {
+            stats.encode_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            let Some(frame) = frame else { return };
+            stats.encoded.fetch_add(1, Ordering::Relaxed);
+            let mut resync = false;
+            let mut subs = lock(&shared.subscribers);
+            for s in subs.iter_mut().filter(|s| s.tier == id || s.next == Some(id)) {
+                if s.next == Some(id) {
+                    if !frame.keyframe {
+                        continue;
+                    }
+                    s.tier = id;
+                    s.next = None;
+                    s.waiting = false;
+                } else if s.next.is_some() && s.waiting {
+                    // Gone from this tier, its next has not started.
+                    continue;
+                }
+                if s.waiting {
+                    if !frame.keyframe {
+                        resync = true;
+                        continue;
+                    }
+                    s.waiting = false;
+                }
+                if s.tx.try_send(frame.clone()).is_err() {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(subs);
+            if resync {
+                lock(&shared.resyncs).insert(id);
+            }
+            tracing::trace!(tier = id, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
+        })
     }
 
     fn run(self) {
@@ -429,8 +350,11 @@ impl Worker {
         let mut cadence = Cadence::new(period);
         let pulse = self.scene.pulse().clone();
         let mut seen = pulse.beats();
-        let mut encoders: Vec<TierEncoder> = Vec::new();
+        let mut tiers: Vec<TierThread> = Vec::new();
+        let mut canvases = CanvasPool::default();
         let mut draws = 0u64;
+        // When the view last logged, and its counts then.
+        let mut logged = (start, [0u64; 3]);
         tracing::debug!("view started");
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -452,6 +376,13 @@ impl Worker {
                 self.stats.late.fetch_add(1, Ordering::Relaxed);
             }
             let began = Instant::now();
+            if began.saturating_duration_since(logged.0) >= VIEW_LOG_EVERY {
+                let counts =
+                    [&self.stats.frames, &self.stats.late, &self.stats.busy].map(|c| c.load(Ordering::Relaxed));
+                let [draws, late, busy] = [0, 1, 2].map(|i| counts[i] - logged.1[i]);
+                tracing::debug!(draws, late, busy, "view output");
+                logged = (began, counts);
+            }
             let snapshot = self.scene.snapshot();
             let latest: Vec<_> = snapshot
                 .tiles
@@ -475,25 +406,26 @@ impl Worker {
             self.stats.frames.fetch_add(1, Ordering::Relaxed);
             self.stats.render_us.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
             draws += 1;
-            self.sync_tiers(&mut encoders);
+            self.sync_tiers(&mut tiers);
             let watched: BTreeSet<TierId> =
                 lock(&self.shared.subscribers).iter().flat_map(|s| std::iter::once(s.tier).chain(s.next)).collect();
             let asked = std::mem::take(&mut *lock(&self.shared.keyframes));
             let resyncs = std::mem::take(&mut *lock(&self.shared.resyncs));
             let mut still_asked = BTreeSet::new();
             let mut still_resync = BTreeSet::new();
-            let mut due = Vec::new();
-            for tier in encoders.iter_mut() {
+            let mut canvas = None;
+            for tier in tiers.iter_mut() {
                 let id = tier.id;
                 if !watched.contains(&id) {
                     // Nobody on it: no encode (a keyframe starts anyone who comes).
-                    tier.encoder.force_keyframe();
+                    tier.owes_keyframe = true;
                     continue;
                 }
+                let mut keyframe = false;
                 if resyncs.contains(&id) {
                     if tier.last_forced.is_none_or(|t| began - t >= KEYFRAME_THROTTLE) {
                         tier.last_forced = Some(began);
-                        tier.encoder.force_keyframe();
+                        keyframe = true;
                     } else {
                         still_resync.insert(id);
                     }
@@ -501,50 +433,55 @@ impl Worker {
                     let throttle = keyframe_throttle(tier.shape.bitrate, self.key.bitrate);
                     if tier.last_forced.is_none_or(|t| began - t >= throttle) {
                         tier.last_forced = Some(began);
-                        tier.encoder.force_keyframe();
+                        keyframe = true;
                     } else {
                         still_asked.insert(id);
                     }
                 }
-                if draws.is_multiple_of(tier.every) {
-                    due.push(tier);
+                let every = every(self.key.fps, tier.shape.fps);
+                if !draws.is_multiple_of(every) {
+                    tier.owes_keyframe |= keyframe;
+                    continue;
                 }
-            }
-            for (id, frame, took) in encode_tiers(due, compositor.canvas(), began - start, began, period) {
-                let Some(frame) = frame else { continue };
-                let frame = Arc::new(frame);
-                let mut subs = lock(&self.shared.subscribers);
-                for s in subs.iter_mut().filter(|s| s.tier == id || s.next == Some(id)) {
-                    if s.next == Some(id) {
-                        if !frame.keyframe {
-                            continue;
-                        }
-                        s.tier = id;
-                        s.next = None;
-                        s.waiting = false;
-                    } else if s.next.is_some() && s.waiting {
-                        // Gone from this tier, its next has not started.
-                        continue;
-                    }
-                    if s.waiting {
-                        if !frame.keyframe {
-                            still_resync.insert(id);
-                            continue;
-                        }
-                        s.waiting = false;
-                    }
-                    if s.tx.try_send(frame.clone()).is_err() {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                // One copy of the canvas for all the tiers due, which
+                // encode it while the view draws the next.
+                let canvas = canvas.get_or_insert_with(|| canvases.copy_of(compositor.canvas())).clone();
+                let job =
+                    Job { canvas, pts: began - start, began, shape: tier.shape, keyframe, step: period * every as u32 };
+                if tier.post(job) {
+                    self.stats.busy.fetch_add(1, Ordering::Relaxed);
                 }
-                drop(subs);
-                self.stats.encoded.fetch_add(1, Ordering::Relaxed);
-                self.stats.encode_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                tracing::trace!(tier = id, bytes = frame.data.len(), keyframe = frame.keyframe, "frame");
             }
             lock(&self.shared.keyframes).extend(still_asked);
             lock(&self.shared.resyncs).extend(still_resync);
         }
         tracing::debug!("view stopped");
+    }
+}
+
+/// Copies of the canvas handed to the tier threads, reused once every
+/// tier is done with one (a render allocates nothing in the steady state).
+#[derive(Default)]
+struct CanvasPool {
+    frames: Vec<Arc<VideoFrame>>,
+}
+
+impl CanvasPool {
+    /// A copy of `canvas` in a buffer no tier holds any more.
+    fn copy_of(&mut self, canvas: &VideoFrame) -> Arc<VideoFrame> {
+        let free = match self.frames.iter().position(|f| Arc::strong_count(f) == 1) {
+            Some(i) => i,
+            None => {
+                self.frames.push(Arc::new(VideoFrame::default()));
+                self.frames.len() - 1
+            }
+        };
+        let frame = &mut self.frames[free];
+        if let Some(f) = Arc::get_mut(frame) {
+            if let Err(e) = f.copy_from(&canvas.as_frame()) {
+                tracing::warn!(error = %e, "cannot copy the canvas");
+            }
+        }
+        frame.clone()
     }
 }

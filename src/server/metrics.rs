@@ -62,6 +62,10 @@ fn describe() {
     describe_counter!("tessera_view_frames_encoded_total", "Frames a view encoded, all tiers.");
     describe_counter!("tessera_view_frames_late_total", "Draws later than two frame periods.");
     describe_counter!("tessera_view_frames_dropped_total", "Encoded frames a member's queue had no room for.");
+    describe_counter!(
+        "tessera_view_frames_skipped_busy_total",
+        "Canvases a tier's encoder had no time for (it was still encoding the one before)."
+    );
     describe_gauge!("tessera_view_render_seconds", Unit::Seconds, "Mean time to draw one composite, last second.");
     describe_gauge!(
         "tessera_view_encode_seconds",
@@ -145,6 +149,8 @@ pub struct ViewFigures {
     pub late: u64,
     /// Frames members' queues refused.
     pub dropped: u64,
+    /// Canvases tiers had no time for.
+    pub busy: u64,
     /// Mean draw time over the last interval, if it drew.
     pub render_seconds: Option<f64>,
     /// Mean encode time over the last interval, if it encoded.
@@ -195,6 +201,7 @@ pub fn room(f: &RoomFigures<'_>) {
         counter!("tessera_view_frames_encoded_total", &labels).absolute(v.encoded);
         counter!("tessera_view_frames_late_total", &labels).absolute(v.late);
         counter!("tessera_view_frames_dropped_total", &labels).absolute(v.dropped);
+        counter!("tessera_view_frames_skipped_busy_total", &labels).absolute(v.busy);
         if let Some(s) = v.render_seconds {
             gauge!("tessera_view_render_seconds", &labels).set(s);
         }
@@ -241,6 +248,7 @@ impl RoomMeter {
             encoded: now[2],
             late: stats.late.load(Ordering::Relaxed),
             dropped: stats.dropped.load(Ordering::Relaxed),
+            busy: stats.busy.load(Ordering::Relaxed),
             render_seconds: mean(d[1], d[0]),
             encode_seconds: mean(d[3], d[2]),
         }

@@ -8,7 +8,7 @@
 
 use super::hls::{HlsRegistry, HlsStream};
 use crate::media::fmp4::Fmp4Writer;
-use crate::pipeline::view::EncodedFrame;
+use crate::pipeline::tier::EncodedFrame;
 use bytes::Bytes;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use crate::peer::{self, receive, PeerEvent, PeerOptions};
 use crate::pipeline::audio::AudioInput;
 use crate::pipeline::decode::VideoDecoder;
 use crate::pipeline::slot::FrameSlot;
-use crate::pipeline::view::EncodedFrame;
+use crate::pipeline::tier::EncodedFrame;
 use crate::signaling::legacy::Outbox;
 use crate::signaling::link::Link;
 use crate::signaling::protocol::{Candidate, ErrorCode, ProtocolError, ServerMessage};
