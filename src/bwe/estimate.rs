@@ -22,14 +22,16 @@
 //!   of what got through (no queue showed before it, so the bottleneck
 //!   queue is full and must drain for resends to come in time);
 //! - **a queue** (transport feedback: packets wait over [`QUEUE_DELAY`];
-//!   reports only: the round trip is over [`QUEUE_RTT`] above the least of
-//!   the last [`RTT_WINDOW`]): to [`QUEUE_BACKOFF`] of what gets through,
-//!   before anything is lost;
+//!   reports only: the round trip, or the wait the bits in flight when the
+//!   report was written make at the rate reaching the receiver, is over
+//!   [`QUEUE_RTT`] above the least of the last [`RTT_WINDOW`]): to
+//!   [`QUEUE_BACKOFF`] of what gets through, before anything is lost;
 //! - **GCC lowering its target**: followed at once (its own climb is slow
 //!   and is not followed);
 //! - after a drop, only heavy loss lowers it again within [`SETTLE`] (the
 //!   queue takes that long to drain);
-//! - **calm** (under 1 % lost, no queue): it grows, time-scaled, by
+//! - **calm** (under 1 % lost, no queue; with reports only, neither rise
+//!   over [`CALM_RTT`]: a queue starting holds growth): it grows, time-scaled, by
 //!   [`NEAR_GROWTH`] a second near the rate that last congested the link
 //!   (remembered [`CEILING_MEMORY`]; [`NEAR_GROWTH_REPORTS`] when only
 //!   receiver reports tell of a queue, a second late), so a probe of the
@@ -57,6 +59,11 @@ pub const GROWTH_PER_SECOND: f64 = 1.2;
 pub const NEAR_GROWTH: f64 = 1.05;
 /// ...and when only receiver reports do, a second late.
 pub const NEAR_GROWTH_REPORTS: f64 = 1.03;
+/// "Near" starts above this multiple of that rate (transport feedback
+/// shows the queue a fast climb back fills within a tenth of a second)...
+pub const NEAR_LOW: f64 = 0.85;
+/// ...and with reports only, at where a backoff lands (see [`QUEUE_BACKOFF`]).
+pub const NEAR_LOW_REPORTS: f64 = 0.8;
 /// "Near" reaches up to this multiple of that rate...
 pub const NEAR_TOP: f64 = 1.2;
 /// ...and lasts this long after the link last congested; then growth
@@ -82,6 +89,10 @@ pub const QUEUE_DELAY: Duration = Duration::from_millis(40);
 pub const CALM_QUEUE: Duration = Duration::from_millis(15);
 /// A round trip this far above the least seen means a queue is building.
 pub const QUEUE_RTT: Duration = Duration::from_millis(25);
+/// Reports-only growth waits while the round trip, or the queue the
+/// bits in flight make at what reaches the receiver, is this far above
+/// the least seen (a queue is starting: the next second may fill it).
+pub const CALM_RTT: Duration = Duration::from_millis(15);
 /// Round trips remembered for the least one.
 pub const RTT_WINDOW: Duration = Duration::from_secs(15);
 /// A queue brings the estimate to this share of what gets through (the
@@ -103,8 +114,14 @@ pub const NACK_SAMPLE: u32 = 20;
 /// Fewer distinct packets NACKed than this in a reading say nothing
 /// either: a bottleneck queue that overflows drops several in a row, and
 /// one or two alone are as often a packet late or lost at random (the
-/// next receiver report, within a second, tells of loss that lasts).
+/// next receiver report, within a second, tells of loss that lasts);
+/// but not while the estimate probes past what the link has shown it
+/// carries ([`PROVEN_MARGIN`]): then one is enough.
 pub const NACK_MIN_LOST: u32 = 3;
+
+/// The estimate is probing when it is past this multiple of the most
+/// that reached the receiver lately (see [`NACK_MIN_LOST`]).
+pub const PROVEN_MARGIN: f64 = 1.05;
 
 /// What the wire adds to the video bytes handed to the track (RTP, UDP
 /// and IP headers on ~1 200-byte packets).
@@ -143,6 +160,11 @@ pub enum Feedback {
         /// highest sequence number each report names. While a queue stands
         /// at the bottleneck, that is the rate the link carries.
         reached: Option<u32>,
+        /// Wire bits of video that had left us but not reached the
+        /// receiver (past the highest sequence number it names) when the
+        /// report came: what waits in the bottleneck's queue, and what is
+        /// on its way.
+        queued: Option<u32>,
     },
     /// Transport-wide feedback summed up.
     Transport(TransportSummary),
@@ -210,6 +232,13 @@ pub struct Estimator {
     rtt: Option<Duration>,
     /// Round trips of the last [`RTT_WINDOW`], oldest first.
     rtts: VecDeque<(Duration, Duration)>,
+    /// Bits in flight at each report of the last [`RTT_WINDOW`] (see
+    /// [`Feedback::Report::queued`]), oldest first.
+    in_flight: VecDeque<(Duration, f64)>,
+    /// What reached the receiver (with audio), bits/s, by each report of
+    /// the last [`RTT_WINDOW`]: the most of it is a rate the link has
+    /// shown it carries.
+    reached: VecDeque<(Duration, f64)>,
     /// What is being sent to the member now on the wire, bits/s (0: not
     /// known).
     sending: f64,
@@ -235,6 +264,8 @@ impl Estimator {
             loss: 0.0,
             rtt: None,
             rtts: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            reached: VecDeque::new(),
             sending: 0.0,
             ceiling: None,
             backing_off: false,
@@ -308,11 +339,16 @@ impl Estimator {
         let since = self.last_growth.map_or(Duration::ZERO, |t| now.saturating_sub(t));
         // Near the rate that last congested the link: slowly, and faster
         // the longer the link has stayed calm (it may have changed).
+        // Under it, quickly back towards it. With reports only, "near"
+        // starts where a backoff lands (85 % of the ceiling): a 20 % step
+        // from there passes the link within one report's second, before
+        // the queue it fills can be seen, and the queue overflows.
+        let transport = self.transport.is_some_and(|t| now.saturating_sub(t) < FRESH);
+        let low = if transport { NEAR_LOW } else { NEAR_LOW_REPORTS };
         let calm_near = self.ceiling.and_then(|(c, at)| {
             let calm = now.saturating_sub(at);
-            (calm < CEILING_MEMORY && self.estimate > c * 0.85 && self.estimate < c * NEAR_TOP).then_some(calm)
+            (calm < CEILING_MEMORY && self.estimate > c * low && self.estimate < c * NEAR_TOP).then_some(calm)
         });
-        let transport = self.transport.is_some_and(|t| now.saturating_sub(t) < FRESH);
         let (slow, hold) = if transport { (NEAR_GROWTH, NEAR_HOLD) } else { (NEAR_GROWTH_REPORTS, NEAR_HOLD_REPORTS) };
         let rate = match calm_near {
             Some(calm) => {
@@ -339,7 +375,7 @@ impl Estimator {
                 self.delay = Some((bps, now));
             }
             Feedback::Remb(bps) => self.remb = Some((bps as f64, now)),
-            Feedback::Report { fraction_lost, rtt, reached } => {
+            Feedback::Report { fraction_lost, rtt, reached, queued } => {
                 let loss = fraction_lost as f64 / 256.0;
                 if let Some(rtt) = rtt {
                     self.rtt = Some(rtt);
@@ -348,23 +384,49 @@ impl Estimator {
                         self.rtts.pop_front();
                     }
                 }
+                if let Some(q) = queued {
+                    self.in_flight.push_back((now, q as f64));
+                    while self.in_flight.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RTT_WINDOW) {
+                        self.in_flight.pop_front();
+                    }
+                }
                 // Transport feedback, when it comes, says all this sooner
                 // and better; reports then only give the round trip.
                 if self.transport.is_some_and(|t| now.saturating_sub(t) < FRESH) {
                     return;
                 }
-                let least = self.rtts.iter().map(|(_, r)| *r).min();
-                let queue = matches!((rtt, least), (Some(r), Some(m)) if r > m + QUEUE_RTT);
                 // What reached the receiver over the report's second (the
                 // link's rate, when a queue stands at its bottleneck), else
                 // what was sent over it; not the estimate: a report just
                 // after a drop tells of the rate before it, and must not
                 // compound with the drop.
                 let reached = reached.map(|v| v as f64 + self.config.audio as f64);
+                if let Some(r) = reached {
+                    self.reached.push_back((now, r));
+                    while self.reached.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RTT_WINDOW) {
+                        self.reached.pop_front();
+                    }
+                }
+                // How far above the least seen: the round trip (the queue
+                // our last sender report met), and the wait the bits in
+                // flight now make at the rate that reaches the receiver
+                // (the queue as the report was written).
+                let least_rtt = self.rtts.iter().map(|(_, r)| *r).min();
+                let rtt_rise = rtt.zip(least_rtt).map_or(Duration::ZERO, |(r, m)| r.saturating_sub(m));
+                let least_flight = self.in_flight.iter().map(|(_, q)| *q).fold(f64::MAX, f64::min);
+                let flight_rise = match (queued, reached) {
+                    (Some(q), Some(rate)) if rate > 0.0 => {
+                        Duration::from_secs_f64(((q as f64 - least_flight).max(0.0) / rate).min(60.0))
+                    }
+                    _ => Duration::ZERO,
+                };
+                let rise = rtt_rise.max(flight_rise);
+                let queue = rise > QUEUE_RTT;
                 let through = reached.unwrap_or_else(|| self.sent()) * (1.0 - loss);
                 let light = through * LOSS_BACKOFF;
                 let heavy = (self.estimate * (1.0 - loss / 2.0)).min(light);
-                self.judge(now, Reading { loss, queue, calm: loss < 0.01 && !queue, through, light, heavy });
+                let calm = loss < 0.01 && rise < CALM_RTT;
+                self.judge(now, Reading { loss, queue, calm, through, light, heavy });
             }
             Feedback::Transport(s) => {
                 self.transport = Some(now);
@@ -382,8 +444,15 @@ impl Estimator {
                 );
             }
             Feedback::Nacks { nacked, sent, left } => {
+                // Probing: the estimate is past any rate the link has shown
+                // it carries. A packet lost then is the probe's, not chance:
+                // one is enough (waiting for the next, a second later with
+                // reports only, leaves the bottleneck's queue full, and the
+                // resends are lost in it too).
+                let shown = self.reached.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+                let probing = shown > 0.0 && self.estimate > shown * PROVEN_MARGIN;
                 if sent < NACK_SAMPLE
-                    || nacked < NACK_MIN_LOST
+                    || (nacked < NACK_MIN_LOST && !probing)
                     || self.transport.is_some_and(|t| now.saturating_sub(t) < FRESH)
                 {
                     return;
@@ -467,7 +536,12 @@ mod tests {
     }
 
     fn report(lost_percent: u32) -> Feedback {
-        Feedback::Report { fraction_lost: (lost_percent * 256 / 100).min(255) as u8, rtt: Some(ms(20)), reached: None }
+        Feedback::Report {
+            fraction_lost: (lost_percent * 256 / 100).min(255) as u8,
+            rtt: Some(ms(20)),
+            reached: None,
+            queued: None,
+        }
     }
 
     fn transport(sent: u32, delivered: u32, loss: f64, queue_ms: u64) -> Feedback {
@@ -495,7 +569,7 @@ mod tests {
         let trimmed = (after as f64 * (1.0 - 12.0 / 256.0) * LOSS_BACKOFF) as u32;
         assert!(e.estimate(ms(2000)).0.abs_diff(trimmed) <= 2);
         let held = e.estimate(ms(2000)).0;
-        e.feed(ms(3500), Feedback::Report { fraction_lost: 4, rtt: Some(ms(20)), reached: None });
+        e.feed(ms(3500), Feedback::Report { fraction_lost: 4, rtt: Some(ms(20)), reached: None, queued: None });
         assert_eq!(e.estimate(ms(3500)).0, held);
         // No loss: quickly back to near the rate that congested the link
         // (the 70 % of 1.8 Mbps that got through at first)...
@@ -539,26 +613,79 @@ mod tests {
         // the queue, and what reached the receiver is what the link carries.
         let mut e = Estimator::new(Config { initial: 520_000, ..CONFIG });
         e.sending(500_000);
-        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None });
-        e.feed(ms(1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(80)), reached: Some(344_000) });
+        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None, queued: None });
+        e.feed(
+            ms(1000),
+            Feedback::Report { fraction_lost: 0, rtt: Some(ms(80)), reached: Some(344_000), queued: None },
+        );
         let after = e.estimate(ms(1000)).0;
         let link = 344_000.0 + 56_000.0;
         assert!(after.abs_diff((link * QUEUE_BACKOFF) as u32) <= 2, "{after}");
         // Without it, what was sent is all there is to go on: over the link.
         let mut f = Estimator::new(Config { initial: 520_000, ..CONFIG });
         f.sending(500_000);
-        f.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None });
-        f.feed(ms(1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(80)), reached: None });
+        f.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None, queued: None });
+        f.feed(ms(1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(80)), reached: None, queued: None });
         assert!(f.estimate(ms(1000)).0 as f64 > link, "{:?}", f.estimate(ms(1000)));
+    }
+
+    fn in_flight(rtt: u64, reached: u32, queued: u32) -> Feedback {
+        Feedback::Report { fraction_lost: 0, rtt: Some(ms(rtt)), reached: Some(reached), queued: Some(queued) }
+    }
+
+    #[test]
+    fn a_queue_starting_holds_growth_and_one_standing_brings_it_down() {
+        let mut e = Estimator::new(Config { initial: 400_000, ..CONFIG });
+        e.sending(340_000);
+        // Calm: 1 kbit in flight at 344 kbps, round trip 1 ms. It grows.
+        e.feed(ms(0), in_flight(1, 344_000, 1_000));
+        e.feed(ms(1000), in_flight(1, 344_000, 1_000));
+        let grown = e.estimate(ms(1000)).0;
+        assert!(grown > 400_000, "{grown}");
+        // A round trip 20 ms up: a queue is starting, it holds.
+        e.feed(ms(2000), in_flight(21, 344_000, 1_000));
+        assert_eq!(e.estimate(ms(2000)).0, grown);
+        // 8 kbit more in flight (20 ms at 400 kbps), round trip still low:
+        // it holds too.
+        e.feed(ms(3000), in_flight(1, 344_000, 9_000));
+        assert_eq!(e.estimate(ms(3000)).0, grown);
+        // 16 kbit more (40 ms): a queue stands, to 85 % of what reaches
+        // the receiver, before anything is lost.
+        e.feed(ms(4000), in_flight(1, 344_000, 17_000));
+        let after = e.estimate(ms(4000)).0;
+        assert!(after.abs_diff(((344_000.0 + 56_000.0) * QUEUE_BACKOFF) as u32) <= 2, "{after}");
+    }
+
+    #[test]
+    fn while_probing_past_what_the_link_carried_one_nack_is_enough() {
+        let mut e = Estimator::new(Config { initial: 400_000, ..CONFIG });
+        e.sending(340_000);
+        // The link has shown 344 + 56 kbps; the estimate is not past it.
+        e.feed(ms(0), in_flight(1, 344_000, 0));
+        let nack = Feedback::Nacks { nacked: 1, sent: 22, left: Some(340_000) };
+        e.feed(ms(500), nack);
+        assert_eq!(e.estimate(ms(500)).0, 400_000, "one NACK alone says nothing");
+        // Calm reports take it past 420 kbps: now one NACK is the probe's.
+        e.feed(ms(1000), in_flight(1, 344_000, 0));
+        e.feed(ms(2000), in_flight(1, 344_000, 0));
+        let probing = e.estimate(ms(2000)).0;
+        assert!(probing as f64 > 400_000.0 * PROVEN_MARGIN, "{probing}");
+        e.feed(ms(2200), nack);
+        let after = e.estimate(ms(2200)).0;
+        let expected = (340_000.0 + 56_000.0) * (1.0 - 1.0 / 22.0) * LOSS_BACKOFF;
+        assert!(after.abs_diff(expected as u32) <= 2, "{probing} -> {after}");
     }
 
     #[test]
     fn a_building_queue_brings_it_down_before_anything_is_lost() {
         let mut e = Estimator::new(Config { initial: 500_000, ..CONFIG });
-        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None });
+        e.feed(ms(0), Feedback::Report { fraction_lost: 0, rtt: Some(ms(10)), reached: None, queued: None });
         let before = e.estimate(ms(0)).0;
         for s in 1..5 {
-            e.feed(ms(s * 1000), Feedback::Report { fraction_lost: 0, rtt: Some(ms(150)), reached: None });
+            e.feed(
+                ms(s * 1000),
+                Feedback::Report { fraction_lost: 0, rtt: Some(ms(150)), reached: None, queued: None },
+            );
         }
         let after = e.estimate(ms(4000)).0;
         assert!(after < before * 8 / 10 && after > before / 3, "{before} -> {after}");
@@ -589,7 +716,7 @@ mod tests {
         assert_eq!(e.estimate(ms(2100)).0, 255_000);
         // Transport feedback hides reports' loss (it knows better) but
         // keeps their round trip.
-        e.feed(ms(2200), Feedback::Report { fraction_lost: 128, rtt: Some(ms(30)), reached: None });
+        e.feed(ms(2200), Feedback::Report { fraction_lost: 128, rtt: Some(ms(30)), reached: None, queued: None });
         assert_eq!(e.estimate(ms(2200)).0, 255_000);
         assert_eq!(e.rtt(), Some(ms(30)));
     }

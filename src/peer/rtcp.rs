@@ -264,7 +264,12 @@ impl RtcpTap {
         // unsent as lost; ours does not (the session corrects the
         // receiver's when ours is not known).
         let (fraction_lost, reached) = between.map_or((r.fraction_lost, None), |b| (b.fraction_lost, Some(b.reached)));
-        feedback.push(now, Feedback::Report { fraction_lost, rtt, reached });
+        // Bits that left after the highest packet the receiver has.
+        let queued = self.pacer.as_ref().and_then(|p| {
+            let through = p.left_through(r.last_sequence_number as u16)?;
+            Some(p.left_bits().saturating_sub(through.bits).min(u32::MAX as u64) as u32)
+        });
+        feedback.push(now, Feedback::Report { fraction_lost, rtt, reached, queued });
     }
 
     /// Counts the video packets a NACK asks for that were not asked for
