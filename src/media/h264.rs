@@ -88,6 +88,9 @@ pub struct H264Encoder {
     planned_fps: f32,
     /// The encoder's bitrate ceiling now (raised and lowered with the bitrate).
     max_bitrate: u32,
+    /// Rate control skipped the last picture, so it may not skip this one
+    /// (see [`H264Encoder::encode`]).
+    skipped: bool,
 }
 
 impl H264Encoder {
@@ -126,6 +129,7 @@ impl H264Encoder {
             started: false,
             planned_fps: config.fps,
             max_bitrate: config.bitrate,
+            skipped: false,
         })
     }
 
@@ -193,6 +197,22 @@ impl H264Encoder {
         Ok(())
     }
 
+    /// Lets rate control skip pictures, or not.
+    fn set_frame_skip(&mut self, on: bool) -> Result<(), H264Error> {
+        let mut value = on;
+        // SAFETY: the encoder is initialised (made in `new`); the option
+        // reads one bool, which lives on this stack frame for the call.
+        let rc = unsafe {
+            self.encoder
+                .raw_api()
+                .set_option(openh264_sys2::ENCODER_OPTION_RC_FRAME_SKIP, std::ptr::addr_of_mut!(value).cast())
+        };
+        if rc != 0 {
+            return Err(H264Error::Config(format!("openh264 refused frame skip {on} (code {rc})")));
+        }
+        Ok(())
+    }
+
     /// Makes the next encoded frame an IDR.
     pub fn force_keyframe(&mut self) {
         self.encoder.force_intra_frame();
@@ -210,13 +230,26 @@ impl H264Encoder {
                 self.config.height
             )));
         }
+        // Rate control may skip a picture when it is over budget, but not
+        // two in a row: at 15 fps two skips leave a 200 ms hole, which a
+        // viewer sees (and WebRTC counts) as a freeze; the picture after
+        // a skip is coded coarser instead.
+        let no_skip = self.skipped;
+        if no_skip {
+            self.set_frame_skip(false)?;
+        }
         let ts = Timestamp::from_millis(pts.as_millis().min(u64::MAX as u128) as u64);
         let bitstream = self.encoder.encode_at(frame, ts).map_err(|e| H264Error::Encode(e.to_string()))?;
         self.started = true;
         let kind = bitstream.frame_type();
         self.out.clear();
         bitstream.write_vec(&mut self.out);
-        if matches!(kind, FrameType::Skip | FrameType::Invalid) || self.out.is_empty() {
+        let skipped = matches!(kind, FrameType::Skip | FrameType::Invalid) || self.out.is_empty();
+        self.skipped = skipped && !no_skip;
+        if no_skip {
+            self.set_frame_skip(true)?;
+        }
+        if skipped {
             return Ok(None);
         }
         Ok(Some(EncodedVideo { data: &self.out, keyframe: kind == FrameType::IDR }))

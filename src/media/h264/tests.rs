@@ -186,3 +186,32 @@ fn the_sps_tells_the_picture_size_before_decoding() {
     }
     assert!(sps_size(&[0, 0, 1, 0x67, 0xff, 0xff, 0xff, 0xff]).unwrap().is_err());
 }
+
+#[test]
+fn rate_control_never_skips_two_pictures_in_a_row() {
+    use crate::media::scene::CameraScene;
+    // Camera-like content at a rate far under what it needs: openh264
+    // skips pictures to keep to it, but never two in a row.
+    let mut scene = CameraScene::new(640, 360, palette(2), "skip").unwrap();
+    let mut enc = H264Encoder::new(H264Config::new(640, 360, 15, 40_000)).unwrap();
+    let (mut skipped, mut in_a_row, mut bits) = (0, 0, 0usize);
+    for i in 0..90u64 {
+        let frame = scene.render(i * 66, 0);
+        match enc.encode(&frame, Duration::from_millis(i * 66)).unwrap() {
+            Some(out) => {
+                in_a_row = 0;
+                bits += out.data.len() * 8;
+            }
+            None => {
+                skipped += 1;
+                in_a_row += 1;
+                assert!(in_a_row < 2, "two pictures skipped in a row at frame {i}");
+            }
+        }
+    }
+    assert!(skipped > 0, "the rate was meant to be too low to keep every picture");
+    // Still near the rate asked for (6 s at 40 kbps): the picture after a
+    // skip is coded coarser, not at any cost.
+    let kbps = bits as f64 / 6.0 / 1000.0;
+    assert!(kbps < 40.0 * 2.0, "{kbps:.0} kbps");
+}
