@@ -379,16 +379,10 @@ impl Estimator {
                 let loss = fraction_lost as f64 / 256.0;
                 if let Some(rtt) = rtt {
                     self.rtt = Some(rtt);
-                    self.rtts.push_back((now, rtt));
-                    while self.rtts.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RTT_WINDOW) {
-                        self.rtts.pop_front();
-                    }
+                    remember(&mut self.rtts, now, rtt);
                 }
                 if let Some(q) = queued {
-                    self.in_flight.push_back((now, q as f64));
-                    while self.in_flight.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RTT_WINDOW) {
-                        self.in_flight.pop_front();
-                    }
+                    remember(&mut self.in_flight, now, q as f64);
                 }
                 // Transport feedback, when it comes, says all this sooner
                 // and better; reports then only give the round trip.
@@ -402,10 +396,7 @@ impl Estimator {
                 // compound with the drop.
                 let reached = reached.map(|v| v as f64 + self.config.audio as f64);
                 if let Some(r) = reached {
-                    self.reached.push_back((now, r));
-                    while self.reached.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RTT_WINDOW) {
-                        self.reached.pop_front();
-                    }
+                    remember(&mut self.reached, now, r);
                 }
                 // How far above the least seen: the round trip (the queue
                 // our last sender report met), and the wait the bits in
@@ -503,6 +494,14 @@ impl Estimator {
     /// The last round trip worked out.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
+    }
+}
+
+/// Adds `value`, seen at `now`, to a window of the last [`RTT_WINDOW`].
+fn remember<T>(window: &mut VecDeque<(Duration, T)>, now: Duration, value: T) {
+    window.push_back((now, value));
+    while window.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RTT_WINDOW) {
+        window.pop_front();
     }
 }
 

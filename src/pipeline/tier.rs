@@ -74,11 +74,14 @@ impl Mailbox {
     /// keyframe, if it asked for one, the new job asks for too).
     fn post(&self, mut job: Job) -> bool {
         let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
-        let replaced = slot.take().map(|old| job.keyframe |= old.keyframe).is_some();
+        let replaced = slot.take();
+        if let Some(old) = &replaced {
+            job.keyframe |= old.keyframe;
+        }
         *slot = Some(job);
         drop(slot);
         self.ready.notify_one();
-        replaced
+        replaced.is_some()
     }
 
     /// The next job, or `None` once stopped.
